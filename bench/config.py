@@ -1,0 +1,141 @@
+"""Run configuration as frozen dataclasses: Backbone, Training, Evaluation, Profile.
+
+Profiles change sizes and counts, never formulas (design.md §6). The `paper` profile takes its
+backbone from the dataset (Table of design.md §6); `quick` and `smoke` use one small backbone for all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from bench.errors import unknown
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """LSTM encoder/decoder sizes. latent_dim is D of the paper (32 everywhere in the paper)."""
+
+    emb_dim: int = 512
+    enc_hidden: int = 1024
+    dec_hidden: int = 1024
+    latent_dim: int = 32
+    dec_dropout_in: float = 0.5
+    dec_dropout_out: float = 0.5
+
+
+@dataclass(frozen=True)
+class Training:
+    """SGD with decay on plateau (design.md §6).
+
+    lr is halved when the validation objective has not improved for `patience` epochs, counted
+    only from epoch `decay_from_epoch` on; the best checkpoint is then reloaded. Training stops after
+    `max_decays` halvings or `max_epochs` epochs. KL weight rises linearly per step over
+    `anneal_epochs` epochs. `max_*` truncate the splits (None: whole split).
+    """
+
+    batch_size: int = 32
+    lr: float = 0.5
+    clip_grad: float = 5.0
+    max_epochs: int = 100
+    anneal_epochs: float = 10.0
+    patience: int = 5
+    decay_from_epoch: int = 15
+    lr_decay: float = 0.5
+    max_decays: int = 5
+    max_train: int | None = None
+    max_valid: int | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Evaluator sizes (design.md §7).
+
+    ll_samples_per_component: samples from each of p(z) and q(z|x) for the mixture proposal of
+    priorLL/postLL (paper: 8 + 8). iw_samples: K of IW-NLL (paper: 500). mi_samples: draws per
+    datapoint of the Hoffman-Johnson MI estimate. max_rows bounds the sequences one decoder pass sees.
+    """
+
+    ll_samples_per_component: int = 8
+    iw_samples: int = 500
+    mi_samples: int = 10
+    au_threshold: float = 0.01
+    cu_threshold: float = 0.03
+    cu_grid_points: int = 4001
+    cu_grid_limit: float = 10.0
+    batch_size: int = 64
+    max_rows: int = 8192
+    max_test: int | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    training: Training
+    evaluation: Evaluation
+    backbone: Backbone | None = None  # None: the dataset's paper backbone
+    description: str = ""
+
+    def backbone_for(self, dataset_family: str) -> Backbone:
+        if self.backbone is not None:
+            return self.backbone
+        return PAPER_BACKBONES.get(dataset_family, PAPER_BACKBONES["default"])
+
+    def resolved(self, dataset_family: str) -> dict:
+        """Everything that determines a run besides method, params and seed (goes into run_key)."""
+        return {
+            "profile": self.name,
+            "backbone": dataclasses.asdict(self.backbone_for(dataset_family)),
+            "training": dataclasses.asdict(self.training),
+            "evaluation": dataclasses.asdict(self.evaluation),
+        }
+
+
+PAPER_BACKBONES: dict[str, Backbone] = {
+    "yahoo": Backbone(512, 1024, 1024),
+    "yelp": Backbone(512, 1024, 1024),
+    "short-yelp": Backbone(128, 512, 512),
+    "snli": Backbone(128, 512, 512),
+    "ptb": Backbone(256, 256, 256),
+    "synthetic": Backbone(64, 128, 128),
+    "default": Backbone(256, 256, 256),
+}
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile(
+            "smoke",
+            Training(max_epochs=2, anneal_epochs=1, patience=1, decay_from_epoch=1, max_decays=1,
+                     max_train=256, max_valid=64),
+            Evaluation(ll_samples_per_component=2, iw_samples=8, mi_samples=2, cu_grid_points=801,
+                       max_test=64),
+            Backbone(16, 32, 32, latent_dim=8),
+            "seconds per run; for tests",
+        ),
+        Profile(
+            "quick",
+            Training(max_epochs=8, anneal_epochs=3, patience=2, decay_from_epoch=4, max_decays=2),
+            Evaluation(ll_samples_per_component=8, iw_samples=50, mi_samples=4, max_test=1000),
+            Backbone(64, 128, 128, latent_dim=32),
+            "minutes per run on 2 CPU cores; real text via the *-mini datasets",
+        ),
+        Profile(
+            "paper",
+            Training(),
+            Evaluation(),
+            None,
+            "the full DG-VAE / BN-VAE protocol; GPU-scale",
+        ),
+    ]
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise unknown("profile", name, list(PROFILES)) from None
+
+
+__all__ = ["Backbone", "Training", "Evaluation", "Profile", "PROFILES", "get_profile"]

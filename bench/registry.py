@@ -1,0 +1,135 @@
+"""Method registry: `@register`, lookup with close-match suggestions, entry-point discovery,
+hyperparameter resolution with domain checks, paper grids and Optuna search spaces.
+
+A method is found by name only through this registry; nothing in `bench/` names a method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from bench.errors import BenchError, unknown
+
+ENTRY_POINT_GROUP = "vae_collapse_bench.methods"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the registry knows of a method: its class, hyperparameters, paper grid and search space."""
+
+    name: str
+    cls: type
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    search: Callable | None = None
+    summary: str = ""
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.cls.Params())
+
+    def resolve(self, overrides: dict[str, Any] | None = None):
+        """Defaults + overrides -> a validated Params instance; unknown names or bad values raise."""
+        overrides = dict(overrides or {})
+        fields = {f.name: f for f in dataclasses.fields(self.cls.Params)}
+        for key in overrides:
+            if key not in fields:
+                raise unknown(f"hyperparameter of {self.name}", key, list(fields) or ["(none)"])
+        values = {k: _coerce(v, type(self.defaults[k])) for k, v in overrides.items()}
+        try:
+            return self.cls.Params(**values)
+        except (ValueError, TypeError) as exc:
+            raise BenchError(f"bad hyperparameter for {self.name}: {exc}") from None
+
+    def settings(self, grid: str = "paper") -> list[dict[str, Any]]:
+        """The hyperparameter settings to run: the cartesian product of the paper grid, or defaults."""
+        if grid == "default" or not self.grid:
+            return [{}]
+        if grid != "paper":
+            raise BenchError(f"unknown grid {grid!r}: use --grid paper or --grid default")
+        keys = sorted(self.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def _coerce(value: Any, target: type) -> Any:
+    """Command-line strings -> the type of the field's default (a str default accepts numbers too)."""
+    if not isinstance(value, str):
+        return value
+    for cast in (int, float) if target in (int, float) else (int, float, str):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    raise BenchError(f"cannot read {value!r} as {target.__name__}")
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+_discovered = False
+
+
+def register(name: str, grid: dict[str, list[Any]] | None = None, search: Callable | None = None):
+    """Class decorator: `@register("bn-vae", grid={"gamma": [...]}, search=lambda trial: {...})`."""
+
+    def wrap(cls):
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise BenchError(f"two methods registered as {name!r}: {_REGISTRY[name].cls} and {cls}")
+        cls.name = name
+        doc = (cls.__doc__ or "").strip().splitlines()
+        spec = MethodSpec(name, cls, dict(grid or {}), search, doc[0] if doc else "")
+        for setting in spec.settings("paper"):  # the paper grid must itself pass the domain checks
+            spec.resolve(setting)
+        _REGISTRY[name] = spec
+        return cls
+
+    return wrap
+
+
+def discover() -> None:
+    """Import the built-in `methods` package and every module of the entry-point group."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    _import_package("methods")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plug-in must say which one
+            raise BenchError(f"cannot load method plug-in {ep.name!r} ({ep.value}): {exc}") from exc
+        if hasattr(module, "__path__"):
+            _import_package(module.__name__)
+
+
+def _import_package(package: str) -> None:
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__, prefix=f"{package}."):
+        importlib.import_module(info.name)
+
+
+def get(name: str) -> MethodSpec:
+    discover()
+    if name not in _REGISTRY:
+        raise unknown("method", name, list(_REGISTRY))
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    discover()
+    return list(_REGISTRY)
+
+
+def select(methods: str) -> list[MethodSpec]:
+    """`all` or a comma-separated list of names -> specs, in registry order for `all`."""
+    discover()
+    if methods.strip() == "all":
+        return list(_REGISTRY.values())
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    if not chosen:
+        raise BenchError("--methods is empty: give `all` or names such as `vae,bn-vae`")
+    return [get(m) for m in dict.fromkeys(chosen)]
