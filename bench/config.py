@@ -53,7 +53,8 @@ class Evaluation:
 
     ll_samples_per_component: samples from each of p(z) and q(z|x) for the mixture proposal of
     priorLL/postLL (paper: 8 + 8). iw_samples: K of IW-NLL (paper: 500). mi_samples: draws per
-    datapoint of the Hoffman-Johnson MI estimate. max_rows bounds the sequences one decoder pass sees.
+    datapoint of the Hoffman-Johnson MI estimate. max_logits bounds one decoder pass: it sees at most
+    max_logits / (T * V) sequences, so memory stays fixed whatever K, T and the vocabulary are.
     """
 
     ll_samples_per_component: int = 8
@@ -64,7 +65,7 @@ class Evaluation:
     cu_grid_points: int = 4001
     cu_grid_limit: float = 10.0
     batch_size: int = 64
-    max_rows: int = 8192
+    max_logits: int = 2**26
     max_test: int | None = None
 
 

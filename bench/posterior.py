@@ -97,6 +97,10 @@ class Posterior(ABC):
         """Per-dimension marginal log densities [..., B, D] (factorised families only)."""
         raise NotImplementedError(f"{type(self).__name__} has no factorised marginals")
 
+    def gaussian_marginals(self) -> tuple[Tensor, Tensor] | None:
+        """(loc, std) [B, D] of Gaussian per-dimension marginals, or None. CU needs them (§7)."""
+        return None
+
 
 class DiagGaussian(Posterior):
     """q(z|x) = N(mu, diag(sigma^2)) with p(z) = N(0, I).
@@ -129,6 +133,9 @@ class DiagGaussian(Posterior):
 
     def log_prob(self, z):
         return self.log_prob_dims(z).sum(-1)
+
+    def gaussian_marginals(self):
+        return self.loc, self.std
 
     def kl_to_prior_dims(self) -> Tensor:
         """Per-dimension KL [B, D]."""

@@ -1,0 +1,304 @@
+"""`bench`: argument parsing and rich output only; the work is done by the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import bench
+from bench import data, registry
+from bench.config import PROFILES, get_profile
+from bench.errors import BenchError
+from bench.runner import Reporter, Runner, RunOutcome, expand, parse_overrides, parse_seeds
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def results_dir(args) -> Path:
+    return Path(args.results or os.environ.get("BENCH_HOME") or "results")
+
+
+# --- progress -------------------------------------------------------------------------------------
+class LogReporter(Reporter):
+    """One plain line per epoch and per run (for --quiet, CI logs and pipes)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def run_started(self, spec, index, total, resumed_epoch):
+        resumed = f" (resuming after epoch {resumed_epoch})" if resumed_epoch else ""
+        self.console.print(f"[{index + 1}/{total}] {spec.label}: training{resumed}")
+
+    def epoch_done(self, record, max_epochs):
+        self.console.print(
+            f"  epoch {record['epoch']}/{max_epochs}: train {record['train_loss']:.3f} "
+            f"valid {record['valid_objective']:.3f} (rec {record['valid_rec']:.3f}, "
+            f"KL {record['valid_kl']:.3f}) lr {record['lr']:g} {record['seconds']:.1f}s"
+        )
+
+    def run_finished(self, outcome: RunOutcome):
+        self.console.print(describe(outcome))
+
+
+class RichReporter(LogReporter):
+    """Live bars for runs, epochs, steps and evaluation batches, with the log lines above them."""
+
+    def __init__(self, console: Console, total_runs: int):
+        super().__init__(console)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=False)
+        self.runs = self.progress.add_task("runs", total=total_runs)
+        self.epochs = self.steps = self.evals = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def _task(self, current, description, total):
+        if current is None:
+            return self.progress.add_task(description, total=total)
+        self.progress.reset(current, total=total, description=description)
+        return current
+
+    def run_started(self, spec, index, total, resumed_epoch):
+        super().run_started(spec, index, total, resumed_epoch)
+        self.epochs = self._task(self.epochs, "  epochs", None)
+        self.progress.update(self.epochs, completed=resumed_epoch)
+
+    def train_step(self, step, steps):
+        if step == 1:
+            self.steps = self._task(self.steps, "  steps", steps)
+        self.progress.update(self.steps, completed=step)
+
+    def epoch_done(self, record, max_epochs):
+        super().epoch_done(record, max_epochs)
+        self.progress.update(self.epochs, completed=record["epoch"], total=max_epochs)
+
+    def eval_batch(self, batch, batches):
+        if batch == 1:
+            self.evals = self._task(self.evals, "  evaluation", batches)
+        self.progress.update(self.evals, completed=batch)
+
+    def run_finished(self, outcome):
+        super().run_finished(outcome)
+        self.progress.advance(self.runs)
+
+
+def describe(o: RunOutcome) -> str:
+    if o.status in ("done", "cached"):
+        m = o.metrics or {}
+        shown = ("priorLL", "postLL", "KL", "MI", "AU", "CU")
+        figures = ", ".join(f"{k} {m[k]:.2f}" for k in shown if k in m)
+        verb = "trained and evaluated" if o.status == "done" else "cached (not trained again)"
+        return f"  {o.spec.label}: {verb}: {figures}"
+    return f"  {o.spec.label}: {o.status}: {o.reason}"
+
+
+# --- commands -------------------------------------------------------------------------------------
+def cmd_methods(args) -> int:
+    table = Table(title="registered methods")
+    for col in ("name", "what it is", "paper grid", "defaults", "search space"):
+        table.add_column(col)
+    for name in registry.names():
+        spec = registry.get(name)
+        grid = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in spec.grid.items()) or "-"
+        defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
+        table.add_row(name, spec.summary, grid, defaults, "yes" if spec.search else "-")
+    out.print(table)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bench.store import RunStore, open_storage
+
+    profile = get_profile(args.profile)
+    seeds = parse_seeds(args.seeds)
+    methods = registry.select(args.methods)
+    specs = expand(methods, args.dataset, profile.name, args.grid, seeds, parse_overrides(args.set or []))
+    corpus = data.load_corpus(args.dataset)
+    root = results_dir(args)
+    store = RunStore(open_storage(args.storage, root), args.dataset, profile.name)
+    console = err if args.quiet else out
+    interactive = console.is_terminal and not args.quiet
+    reporter = RichReporter(console, len(specs)) if interactive else LogReporter(console)
+    runner = Runner(store, corpus, profile, root, args.device, reporter, args.retry_failed)
+    if interactive:
+        with reporter:
+            outcomes = runner.run_all(specs)
+    else:
+        outcomes = runner.run_all(specs)
+    return summarise(outcomes)
+
+
+def summarise(outcomes: list[RunOutcome]) -> int:
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "cached", "failed", "skipped")}
+    if counts["cached"] == len(outcomes):
+        out.print(f"all {len(outcomes)} runs cached; nothing trained")
+    else:
+        out.print(f"{len(outcomes)} runs: {counts['done']} trained, {counts['cached']} cached, "
+                  f"{counts['failed']} failed, {counts['skipped']} running elsewhere")
+    for o in outcomes:
+        if o.status == "failed":
+            err.print(f"failed: {o.spec.label}: {o.reason}")
+    return 1 if counts["failed"] else 0
+
+
+def cmd_leaderboard(args) -> int:
+    import optuna
+
+    from bench.report import Leaderboard, runs_frame
+    from bench.store import RunStore, open_storage
+
+    storage = open_storage(args.storage, results_dir(args))
+    profiles = [get_profile(args.profile).name] if args.profile else [
+        p for p in PROFILES if f"runs/{args.dataset}/{p}" in optuna.get_all_study_names(storage)]
+    if not profiles:
+        raise BenchError(f"no runs stored for dataset {args.dataset!r}: run `bench run --dataset "
+                         f"{args.dataset}` first (or point --storage/--results at the right place)")
+    texts = []
+    for p in profiles:
+        board = Leaderboard.from_runs(runs_frame(RunStore(storage, args.dataset, p)), f"{args.dataset} / {p}")
+        texts.append(board.render(args.format))
+    text = "\n".join(texts)
+    if args.output:
+        Path(args.output).write_text(text)
+        out.print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    table = Table(title=f"datasets (data directory: {data.data_dir()})")
+    for col in ("name", "family", "status", "paper train/valid/test", "vocab", "avg len", "about"):
+        table.add_column(col)
+    for name in data.manifests():
+        st = data.dataset_status(name)
+        status = "present" if not st.missing else (
+            "missing" if not st.present else f"missing {', '.join(st.missing)}")
+        m = data.get_manifest(name)
+        sizes = "/".join(_fmt(m.paper_stats.get(k)) for k in ("train", "valid", "test"))
+        table.add_row(name, m.family, status, sizes, _fmt(m.paper_stats.get("vocab")),
+                      _fmt(m.paper_stats.get("avg_len")), m.description)
+    out.print(table)
+    return 0
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "?"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def cmd_data_fetch(args) -> int:
+    with Progress(TextColumn(f"fetching {args.name}"), BarColumn(), MofNCompleteColumn(),
+                  console=err, disable=args.quiet) as progress:
+        task = progress.add_task("download", total=None)
+        st = data.fetch(args.name, progress=lambda done, total: progress.update(task, completed=done,
+                                                                                total=total))
+    return _print_status(st)
+
+
+def cmd_data_import(args) -> int:
+    return _print_status(data.import_folder(args.name, Path(args.folder)))
+
+
+def _print_status(st) -> int:
+    out.print(f"{st.name}: present: {', '.join(st.present) or 'none'}")
+    if st.missing:
+        out.print(f"{st.name}: missing: {', '.join(st.missing)} (runs on {st.name} need all three splits)")
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    stats = data.corpus_stats(args.name)
+    table = Table(title=f"{args.name}: vocabulary {stats['vocab_size']:,} (train, with specials)")
+    for col in ("split", "sentences", "tokens", "length (with <s> </s>)"):
+        table.add_column(col)
+    for split in ("train", "valid", "test"):
+        s = stats["splits"][split]
+        table.add_row(split, f"{s['sentences']:,}", f"{s['tokens']:,}",
+                      f"{s['mean_length']:.2f} ± {s['std_length']:.2f}")
+    out.print(table)
+    for key, value in stats.items():
+        if key not in ("splits", "vocab_size"):
+            out.print(f"{key}: {value}")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bench {bench.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def storage_options(p):
+        p.add_argument("--results", help="results directory (default: $BENCH_HOME or ./results)")
+        p.add_argument("--storage", help="journal file or RDB URL (default: $BENCH_STORAGE or "
+                                         "<results>/optuna.journal)")
+
+    p = sub.add_parser("methods", help="list registered methods, grids and defaults")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("run", help="train and evaluate methods x settings x seeds")
+    p.add_argument("--methods", default="all", help="`all` or comma-separated names")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0-4")
+    p.add_argument("--grid", default="paper", help="paper (each method's grid) or default")
+    p.add_argument("--set", action="append", metavar="METHOD.PARAM=VALUE", help="override a hyperparameter")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--retry-failed", action="store_true", help="run again runs that diverged before")
+    p.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    storage_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", help="mean ± std over seeds per (method, setting)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--profile")
+    p.add_argument("--format", default="md", help="md, csv, json, latex or html")
+    p.add_argument("--output", help="write to this file instead of stdout")
+    storage_options(p)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("data", help="dataset manifests: list, fetch, import, stats")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    dsub.add_parser("list", help="every manifest with its status").set_defaults(func=cmd_data_list)
+    q = dsub.add_parser("fetch", help="download, verify and unpack a dataset")
+    q.add_argument("name")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=cmd_data_fetch)
+    q = dsub.add_parser("import", help="take split files you already have")
+    q.add_argument("name")
+    q.add_argument("folder")
+    q.set_defaults(func=cmd_data_import)
+    q = dsub.add_parser("stats", help="split sizes, vocabulary, lengths")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_data_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchError as exc:
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted: finished runs are stored; run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

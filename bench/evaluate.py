@@ -1,0 +1,118 @@
+"""The evaluator: every metric of design.md §7 for one model on one split, by the same code for
+every method (it touches the latent space only through `Posterior`).
+
+Per length-bucketed batch: encode, then the mixture-proposal samples of priorLL/postLL and the K
+importance samples of IW-NLL, each pushed through the decoder as one batched pass (cut only to
+bound memory). Whole-split statistics (MI, AU, CU) run afterwards on the N stored posteriors, in
+chunks over N. Sampling uses a generator seeded from the run seed, so evaluation is reproducible
+independently of the training RNG.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from bench import metrics
+from bench.config import Evaluation
+from bench.data import Split, length_batches
+from bench.model import Method
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation draws never share a stream with training
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    timings: dict[str, float]  # seconds per metric family
+    sizes: dict[str, int]  # N, tokens, K of each estimator
+
+
+class _Stopwatch:
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+@torch.no_grad()
+def evaluate(
+    model: Method,
+    split: Split,
+    ev: Evaluation,
+    seed: int,
+    device: torch.device | str = "cpu",
+    on_batch: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    model.eval().to(device)
+    gen = torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET)
+    clock = _Stopwatch()
+    vocab = model.decoder.out.out_features
+    k_half, k_iw = ev.ll_samples_per_component, ev.iw_samples
+    sums = defaultdict(float)
+    tokens, posteriors = 0, []
+    batches = length_batches(split, ev.batch_size)
+    for i, x in enumerate(batches):
+        x = x.to(device)
+        b, t = x.shape
+        max_rows = max(1, ev.max_logits // (t * vocab))
+        with clock("encode"):
+            q = model.encode(x)
+            posteriors.append(q.detach())
+        with clock("kl"):
+            sums["kl"] += q.kl_to_prior().sum().item()
+        with clock("prior_post_ll"):
+            prior = q.prior
+            z = torch.cat([prior.sample((k_half, b), gen), q.rsample(k_half, gen)])
+            prior_ll, post_ll = metrics.mixture_proposal_log_likelihoods(
+                model.log_px_z(x, z, max_rows), prior.log_prob(z), q.log_prob(z)
+            )
+            sums["prior_ll"] += prior_ll.sum().item()
+            sums["post_ll"] += post_ll.sum().item()
+        with clock("iw_nll"):
+            z = q.rsample(k_iw, gen)
+            nll = metrics.iw_nll(model.log_px_z(x, z, max_rows), q.prior.log_prob(z), q.log_prob(z))
+            sums["iw_nll"] += nll.sum().item()
+        tokens += b * (t - 1)
+        if on_batch:
+            on_batch(i + 1, len(batches))
+
+    n = len(split)
+    q_all = type(posteriors[0]).cat(posteriors)
+    with clock("mi"):
+        mi = metrics.mutual_information(q_all, n_samples=ev.mi_samples, generator=gen)
+    with clock("au"):
+        au, _ = metrics.active_units(q_all.mean, ev.au_threshold)
+    with clock("cu"):
+        marginals = q_all.gaussian_marginals()
+        cu = (
+            metrics.consistent_units(*marginals, threshold=ev.cu_threshold,
+                                     grid_points=ev.cu_grid_points, grid_limit=ev.cu_grid_limit)[0]
+            if marginals is not None
+            else math.nan  # no factorised marginals (e.g. vMF): CU is undefined, not zero
+        )
+    result = {
+        "priorLL": sums["prior_ll"] / n,
+        "postLL": sums["post_ll"] / n,
+        "KL": sums["kl"] / n,
+        "MI": float(mi),
+        "AU": float(au),
+        "CU": float(cu),
+        "IW-NLL": sums["iw_nll"] / n,
+        "PPL": metrics.perplexity(sums["iw_nll"], tokens),
+    }
+    sizes = {"N": n, "tokens": tokens, "K_ll": 2 * k_half, "K_iw": k_iw, "mi_samples": ev.mi_samples,
+             "D": q_all.mean.shape[-1]}
+    return EvalResult(result, dict(clock.seconds), sizes)

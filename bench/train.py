@@ -1,0 +1,217 @@
+"""Trainer: seeds, KL schedule, SGD with decay on plateau, atomic per-epoch checkpoints, NaN guard.
+
+Protocol (design.md §6): SGD (lr 0.5), gradient-norm clip 5, length-bucketed batches. After every
+epoch the validation objective (the method's own: reconstruction + regularizer at full weight, per
+sentence) is measured; the best epoch's weights are kept in `best.pt`. When it has not improved for
+`patience` epochs (counted from `decay_from_epoch` on), lr is halved and the best weights reloaded;
+training stops after `max_decays` halvings or `max_epochs`.
+
+Resumption: `last.pt` holds weights, optimizer, trainer state and every RNG state at the end of the
+last finished epoch, written atomically; a run killed at any moment restarts from it and produces the
+same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.config import Training
+from bench.data import Corpus, Split, length_batches
+from bench.model import Method
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says where."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # finished epochs
+    step: int = 0
+    lr: float = 0.0
+    best_objective: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    decays: int = 0
+    finished: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same directory, fsync, then rename over `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(data_rng: torch.Generator) -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "data": data_rng.get_state(),
+    }
+
+
+def _set_rng_state(state: dict, data_rng: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    data_rng.set_state(state["data"])
+
+
+class Trainer:
+    """Fits one Method on one Corpus; `fit()` resumes from `workdir/last.pt` when it exists."""
+
+    def __init__(
+        self,
+        model: Method,
+        corpus: Corpus,
+        training: Training,
+        seed: int,
+        workdir: Path,
+        device: torch.device | str = "cpu",
+        on_step: Callable[[int, int], None] | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
+    ):
+        self.model, self.corpus, self.training, self.seed = model, corpus, training, seed
+        self.workdir, self.device = Path(workdir), torch.device(device)
+        self.on_step, self.on_epoch = on_step, on_epoch
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=training.lr)
+        self.data_rng = torch.Generator().manual_seed(seed)
+        self.state = TrainState(lr=training.lr)
+
+    @property
+    def last_path(self) -> Path:
+        return self.workdir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.workdir / "best.pt"
+
+    def last_state_epoch(self) -> int:
+        """Finished epochs recorded in `last.pt` (0 for a fresh run)."""
+        if not self.last_path.exists():
+            return 0
+        return torch.load(self.last_path, map_location="cpu", weights_only=False)["state"]["epoch"]
+
+    def steps_per_epoch(self) -> int:
+        return len(length_batches(self.corpus.splits["train"], self.training.batch_size))
+
+    def fit(self) -> TrainState:
+        self.model.to(self.device)
+        if self.last_path.exists():
+            self._resume()
+        steps_per_epoch = self.steps_per_epoch()
+        while not self.state.finished:
+            started = time.perf_counter()
+            train_loss = self._train_epoch(steps_per_epoch)
+            record = {"epoch": self.state.epoch + 1, "train_loss": train_loss, "lr": self.state.lr}
+            record.update(self.validate(self.corpus.splits["valid"]))
+            record["seconds"] = time.perf_counter() - started
+            self._end_epoch(record)
+            if self.on_epoch:
+                self.on_epoch(record)
+        self.model.load_state_dict(torch.load(self.best_path, map_location=self.device))
+        return self.state
+
+    def _train_epoch(self, steps_per_epoch: int) -> float:
+        self.model.train()
+        batches = length_batches(self.corpus.splits["train"], self.training.batch_size, self.data_rng)
+        total, count = 0.0, 0
+        for i, x in enumerate(batches):
+            x = x.to(self.device)
+            weight = self.model.kl_weight(self.state.step, steps_per_epoch, self.training)
+            terms = self.model.loss(x, weight)
+            if not torch.isfinite(terms.loss):
+                raise TrainingDiverged(
+                    f"training loss became {terms.loss.item()} at epoch {self.state.epoch + 1}, "
+                    f"step {self.state.step} (lr {self.state.lr:g})"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.clip_grad)
+            self.optimizer.step()
+            self.state.step += 1
+            total += terms.loss.item() * len(x)
+            count += len(x)
+            if self.on_step:
+                self.on_step(i + 1, steps_per_epoch)
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def validate(self, split: Split) -> dict:
+        """Mean per-sentence validation objective (rec + regularizer), reconstruction and KL."""
+        self.model.eval()
+        sums = {"objective": 0.0, "rec": 0.0, "kl": 0.0}
+        n = 0
+        for x in length_batches(split, self.training.batch_size):
+            terms = self.model.loss(x.to(self.device))
+            sums["objective"] += terms.objective.sum().item()
+            sums["rec"] += terms.rec.sum().item()
+            sums["kl"] += terms.kl.sum().item()
+            n += len(x)
+        out = {f"valid_{k}": v / max(n, 1) for k, v in sums.items()}
+        if not math.isfinite(out["valid_objective"]):
+            raise TrainingDiverged(f"validation objective became {out['valid_objective']} "
+                                   f"at epoch {self.state.epoch + 1}")
+        return out
+
+    def _end_epoch(self, record: dict) -> None:
+        s, t = self.state, self.training
+        s.epoch += 1
+        if record["valid_objective"] < s.best_objective:
+            s.best_objective, s.best_epoch, s.bad_epochs = record["valid_objective"], s.epoch, 0
+            atomic_save(self.model.state_dict(), self.best_path)
+        else:
+            s.bad_epochs += 1
+        if s.epoch >= t.decay_from_epoch and s.bad_epochs >= t.patience:
+            s.decays += 1
+            s.lr *= t.lr_decay
+            s.bad_epochs = 0
+            self.model.load_state_dict(torch.load(self.best_path, map_location=self.device))
+            for group in self.optimizer.param_groups:
+                group["lr"] = s.lr
+            record["decayed_to"] = s.lr
+            s.finished = s.decays >= t.max_decays
+        s.finished = s.finished or s.epoch >= t.max_epochs
+        s.history.append(record)
+        atomic_save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "state": dataclasses.asdict(s),
+                "rng": _rng_state(self.data_rng),
+            },
+            self.last_path,
+        )
+
+    def _resume(self) -> None:
+        ckpt = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state = TrainState(**ckpt["state"])
+        _set_rng_state(ckpt["rng"], self.data_rng)
