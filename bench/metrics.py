@@ -1,0 +1,238 @@
+"""Estimators for the benchmark's metrics (design.md §7), as pure functions on tensors.
+
+Nothing here knows about models: the caller evaluates log p(x|z), log p(z), log q(z|x) or hands over a
+`Posterior` / posterior parameters, and gets numbers back. All quantities are in nats per sentence.
+Large N is handled by chunking over one axis with tensor operations (never a Python loop over
+sentences), accumulating in log space with logsumexp so that nothing under- or overflows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from bench.posterior import Posterior
+
+LOG_2 = math.log(2.0)
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
+    """log (1/n) sum_i exp(x_i) along `dim`, computed as logsumexp(x) - log n (n = x.shape[dim])."""
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
+
+
+# --------------------------------------------------------------------------- likelihoods (§7)
+
+
+def mixture_proposal_log_likelihoods(log_px_z: Tensor, log_prior: Tensor, log_post: Tensor
+                                     ) -> tuple[Tensor, Tensor]:
+    """priorLL and postLL per sentence by importance sampling with Q(z) = (p(z) + q(z|x)) / 2.
+
+    Inputs are [K, B]: log p(x|z_k), log p(z_k), log q(z_k|x) at K samples, of which the caller drew
+    K/2 from p(z) and K/2 from q(z|x) (the paper protocol uses 8 + 8). With
+    log Q = logaddexp(log p, log q) - log 2:
+
+        priorLL = log (1/K) sum_k p(x|z_k) p(z_k)   / Q(z_k)     (estimates log p(x) = log E_p p(x|z))
+        postLL  = log (1/K) sum_k p(x|z_k) q(z_k|x) / Q(z_k)     (estimates log E_q p(x|z))
+
+    Returns (priorLL [B], postLL [B]).
+
+    Why stratified equal halves keep it unbiased: for f = p(x|z) p(z) (or p(x|z) q(z|x)),
+    E[(1/K) sum_k f/Q] = (1/K) [(K/2) E_p f/Q + (K/2) E_q f/Q] = int f (p + q)/2 / Q dz = int f dz,
+    because the sampling proportions (1/2, 1/2) are exactly the mixture weights of Q. So the average
+    of the weights is unbiased for the likelihood (and has no more variance than drawing each z_k
+    from Q itself, since the random choice of component is removed); its log, reported here, is a
+    stochastic lower bound by Jensen, as every importance-sampled log-likelihood is. An odd K cannot
+    be split into equal halves, so it is refused.
+    """
+    k = log_px_z.shape[0]
+    if k % 2:
+        raise ValueError(f"the mixture proposal needs K/2 prior and K/2 posterior samples; got K={k}")
+    log_q_mix = torch.logaddexp(log_prior, log_post) - LOG_2
+    prior_ll = log_mean_exp(log_px_z + log_prior - log_q_mix, dim=0)
+    post_ll = log_mean_exp(log_px_z + log_post - log_q_mix, dim=0)
+    return prior_ll, post_ll
+
+
+def iw_nll(log_px_z: Tensor, log_prior: Tensor, log_post: Tensor) -> Tensor:
+    """Importance-weighted NLL bound of He et al. (2019), per sentence [B], from [K, B] inputs:
+
+        IW-NLL = -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x).
+
+    An upper bound on -log p(x) that tightens as K grows (Burda et al., 2016); K = 500 in the paper
+    profile (design.md §7).
+    """
+    return -log_mean_exp(log_px_z + log_prior - log_post, dim=0)
+
+
+def perplexity(total_nll: float, total_tokens: int) -> float:
+    """PPL = exp(total NLL / total predicted tokens) (design.md §7: `</s>` counted, `<s>` not)."""
+    if total_tokens <= 0:
+        raise ValueError(f"perplexity needs a positive token count; got {total_tokens}")
+    return math.exp(float(total_nll) / total_tokens)
+
+
+# --------------------------------------------------------------------------- latent usage (§7)
+
+
+def _mean_variance(means: Tensor) -> Tensor:
+    """Unbiased sample variance of the posterior means over the N sentences, per dim [D]."""
+    if means.shape[0] < 2:
+        raise ValueError(f"the variance of posterior means needs at least 2 sentences; got {means.shape[0]}")
+    return means.to(torch.float64).var(dim=0, correction=1)
+
+
+def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
+    """AU (Burda et al., 2016; design.md §7): dims i with A_i = Var_n(E_q[z_i | x_n]) >= threshold.
+
+    `means` is [N, D], the posterior means E_q[z|x_n] of the evaluated split. Burda et al. write
+    Cov_x without fixing the estimator; we follow He et al. (2019)'s public code, which divides the
+    sum of squared deviations by N - 1 (the unbiased sample variance). Returns (count, A [D], float64).
+    """
+    var = _mean_variance(means)
+    return int((var >= threshold).sum()), var
+
+
+def top_variance_dims(means: Tensor, k: int = 2) -> Tensor:
+    """Indices of the k dims with the largest Var_n(E_q[z|x_n]) (same estimator as `active_units`),
+    in decreasing order of variance: the dims pictured in design.md §7's Figure 4."""
+    return torch.topk(_mean_variance(means), k).indices
+
+
+@torch.no_grad()
+def mutual_information(posterior: Posterior, n_samples: int = 1, chunk_size: int = 512,
+                       generator: torch.Generator | None = None) -> float:
+    """I_q(x; z) by Hoffman & Johnson (2016), with q_agg over all N posteriors given (design.md §7):
+
+        I = E_n[-H(q(z|x_n))] - E_n E_{z ~ q(z|x_n)} log q_agg(z),
+        q_agg(z) = (1/N) sum_m q(z|x_m).
+
+    The entropy is analytic (`posterior.entropy()`); the cross term uses `n_samples` draws per
+    posterior. Because q_agg includes q(z|x_n) itself, log q_agg(z) >= log q(z|x_n) - log N, so the
+    estimate is (up to Monte-Carlo noise in the entropy term) at most log N: report N beside it.
+
+    Each of the n_samples * N draws is scored against all N posteriors; draws are processed
+    `chunk_size` at a time (z [chunk, 1, D] -> log_prob [chunk, N]), so peak memory is what
+    log_prob needs for [chunk, N, D]. Only `rsample`, `log_prob` and `entropy` are used, so any
+    Posterior family works. Per-chunk sums are accumulated in float64; all draws are taken up front,
+    so the result does not depend on `chunk_size`.
+    """
+    n = len(posterior)
+    z = posterior.rsample(n_samples, generator=generator)  # [S, N, D]
+    z = z.reshape(-1, 1, *z.shape[2:])  # every draw against every posterior
+    cross = torch.zeros((), dtype=torch.float64, device=z.device)
+    for start in range(0, z.shape[0], chunk_size):
+        log_q = posterior.log_prob(z[start:start + chunk_size])  # [chunk, N]
+        cross += torch.logsumexp(log_q.to(torch.float64), dim=1).sum()
+    mean_log_q_agg = cross / z.shape[0] - math.log(n)
+    neg_entropy = -posterior.entropy().to(torch.float64).mean()
+    return float(neg_entropy - mean_log_q_agg)
+
+
+# --------------------------------------------------------------------------- holes: CU (§7)
+
+
+def _log_normal(z: Tensor, loc: Tensor, std: Tensor) -> Tensor:
+    """log N(z; loc, std^2), broadcasting."""
+    return -0.5 * ((z - loc) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI
+
+
+def _log_agg_1d(z: Tensor, loc: Tensor, std: Tensor, chunk_size: int) -> Tensor:
+    """log q_agg(z_g) per dim for the 1-D aggregated posteriors (1/N) sum_n N(z_gi; loc_ni, std_ni^2).
+
+    z is [G, D] (each dim its own points) or [G, 1]; returns [G, D]. Chunks over N, so each step holds
+    [G, chunk, D]; chunks are merged with logaddexp so q_agg may underflow without harm.
+    """
+    acc = torch.full((z.shape[0], loc.shape[1]), -math.inf, dtype=z.dtype, device=z.device)
+    for start in range(0, loc.shape[0], chunk_size):
+        part = slice(start, start + chunk_size)
+        lp = _log_normal(z[:, None, :], loc[None, part], std[None, part])  # [G, chunk, D]
+        acc = torch.logaddexp(acc, torch.logsumexp(lp, dim=1))
+    return acc - math.log(loc.shape[0])
+
+
+def _count_consistent(kl: Tensor, threshold: float) -> int:
+    # A nan (degenerate input such as std = 0) or inf KL compares False anyway; the explicit
+    # isfinite keeps that guarantee visible rather than resting on IEEE comparison rules.
+    return int((torch.isfinite(kl) & (kl < threshold)).sum())
+
+
+def consistent_units(loc: Tensor, std: Tensor, threshold: float = 0.03, grid_points: int = 4001,
+                     grid_limit: float = 10.0, chunk_size: int = 64) -> tuple[int, Tensor]:
+    """CU, the DG-VAE paper's hole measure (design.md §7): dims i with KL(p(z_i) || q_agg(z_i)) < threshold,
+
+        KL_i = int N(z; 0, 1) [log N(z; 0, 1) - log q_agg,i(z)] dz,
+        q_agg,i(z) = (1/N) sum_n N(z; loc_ni, std_ni^2),
+
+    by deterministic quadrature: the trapezoid rule on `grid_points` uniform points of
+    [-grid_limit, grid_limit]. The integrand is smooth and decays like a Gaussian, so the trapezoid
+    rule converges far faster than its nominal O(h^2) (endpoint corrections vanish); mass of p outside
+    +-10 is ~1e-23. log q_agg is accumulated over N in chunks of `chunk_size` with logsumexp in
+    float64, so a q_agg that underflows where p has mass gives a large finite (or +inf) KL, never a
+    spurious small one; grid points where p itself underflows to 0 contribute 0 (0 * log 0 := 0).
+    A non-finite KL (inf, or nan from degenerate input such as std = 0) never counts as consistent.
+
+    loc, std: [N, D]. Returns (count, KL [D], float64). Peak memory ~ grid_points * chunk_size * D
+    doubles per temporary.
+    """
+    loc, std = loc.to(torch.float64), std.to(torch.float64)
+    z = torch.linspace(-grid_limit, grid_limit, grid_points, dtype=torch.float64, device=loc.device)
+    h = 2.0 * grid_limit / (grid_points - 1)
+    w = torch.full_like(z, h)
+    w[0] = w[-1] = 0.5 * h
+    log_p = -0.5 * (z * z + LOG_2PI)
+    p_w = (w * torch.exp(log_p))[:, None]  # [G, 1]
+    log_q = _log_agg_1d(z[:, None], loc, std, chunk_size)  # [G, D]
+    terms = torch.where(p_w > 0, p_w * (log_p[:, None] - log_q), torch.zeros_like(log_q))
+    kl = terms.sum(dim=0)
+    return _count_consistent(kl, threshold), kl
+
+
+def consistent_units_mc(loc: Tensor, std: Tensor, threshold: float = 0.03, n_samples: int = 128000,
+                        generator: torch.Generator | None = None, chunk_size: int = 256
+                        ) -> tuple[int, Tensor]:
+    """CU as the DG-VAE public code computes it: the same KL_i as `consistent_units`, estimated by
+    Monte Carlo, KL_i ~= (1/S) sum_s [log N(z_si; 0, 1) - log q_agg,i(z_si)], z_si ~ N(0, 1) iid
+    (S = n_samples, 128,000 in the public code; each dim its own draws).
+
+    Kept as the reference that the quadrature is checked against (design.md §7). Chunks over the S
+    draws ([chunk, N, D] per step); float64 throughout. Returns (count, KL [D]).
+    """
+    loc, std = loc.to(torch.float64), std.to(torch.float64)
+    z = torch.randn(n_samples, loc.shape[1], generator=generator, dtype=torch.float64, device=loc.device)
+    total = torch.zeros(loc.shape[1], dtype=torch.float64, device=loc.device)
+    for start in range(0, n_samples, chunk_size):
+        zc = z[start:start + chunk_size]
+        log_q = _log_agg_1d(zc, loc, std, chunk_size=loc.shape[0])  # [chunk, D]
+        total += (-0.5 * (zc * zc + LOG_2PI) - log_q).sum(dim=0)
+    kl = total / n_samples
+    return _count_consistent(kl, threshold), kl
+
+
+# --------------------------------------------------------------------------- Figure 4 pictures (§7)
+
+
+def latent_density_grid(loc2: Tensor, std2: Tensor, limit: float = 5.0, points: int = 101,
+                        chunk_size: int = 4096) -> Tensor:
+    """Aggregated posterior density of two chosen dims on a uniform grid of [-limit, limit]^2:
+
+        out[i, j] = (1/N) sum_n N(g_i; loc_n0, std_n0^2) N(g_j; loc_n1, std_n1^2),
+        g = linspace(-limit, limit, points),
+
+    so rows index the first dim ("ij" indexing; transpose for imshow, whose rows are y). Because each
+    posterior factorises over the two dims the double sum is a matrix product A B^T / N with
+    A[i, n], B[j, n] the 1-D densities; chunks of `chunk_size` posteriors bound A and B to
+    [points, chunk]. Densities (not logs) are wanted here, so underflow to 0 far from every posterior
+    is harmless. loc2, std2: [N, 2] (e.g. the columns picked by `top_variance_dims`). Returns float64.
+    """
+    loc2, std2 = loc2.to(torch.float64), std2.to(torch.float64)
+    g = torch.linspace(-limit, limit, points, dtype=torch.float64, device=loc2.device)
+    out = torch.zeros(points, points, dtype=torch.float64, device=loc2.device)
+    for start in range(0, loc2.shape[0], chunk_size):
+        dens = torch.exp(_log_normal(g[:, None, None], loc2[None, start:start + chunk_size],
+                                     std2[None, start:start + chunk_size]))  # [points, chunk, 2]
+        out += dens[:, :, 0] @ dens[:, :, 1].T
+    return out / loc2.shape[0]
