@@ -145,7 +145,8 @@ def summarise(outcomes: list[RunOutcome]) -> int:
     if counts["cached"] == len(outcomes):
         out.print(f"all {len(outcomes)} runs cached; nothing trained")
     else:
-        out.print(f"{len(outcomes)} runs: {counts['done']} trained, {counts['cached']} cached, "
+        runs = f"{len(outcomes)} run" + ("" if len(outcomes) == 1 else "s")
+        out.print(f"{runs}: {counts['done']} trained, {counts['cached']} cached, "
                   f"{counts['failed']} failed, {counts['skipped']} running elsewhere")
     for o in outcomes:
         if o.status == "failed":
@@ -180,16 +181,20 @@ def cmd_leaderboard(args) -> int:
 
 def cmd_data_list(args) -> int:
     table = Table(title=f"datasets (data directory: {data.data_dir()})")
-    for col in ("name", "family", "status", "paper train/valid/test", "vocab", "avg len", "about"):
+    for col in ("name", "family", "status", "train/valid/test lines", "paper vocab", "paper avg len"):
         table.add_column(col)
     for name in data.manifests():
         st = data.dataset_status(name)
-        status = "present" if not st.missing else (
-            "missing" if not st.present else f"missing {', '.join(st.missing)}")
-        m = data.get_manifest(name)
-        sizes = "/".join(_fmt(m.paper_stats.get(k)) for k in ("train", "valid", "test"))
-        table.add_row(name, m.family, status, sizes, _fmt(m.paper_stats.get("vocab")),
-                      _fmt(m.paper_stats.get("avg_len")), m.description)
+        if st.generated and st.missing:
+            status = "generated on first use"
+        elif not st.missing:
+            status = "present"
+        else:
+            status = "missing" if not st.present else f"missing {', '.join(st.missing)}"
+        paper = data.get_manifest(name).paper_stats
+        # expected lines: the manifest's own counts (derived datasets), else the paper's Table 1
+        sizes = "/".join(_fmt(st.expected_lines.get(k, paper.get(k))) for k in ("train", "valid", "test"))
+        table.add_row(name, st.family, status, sizes, _fmt(paper.get("vocab")), _fmt(paper.get("avg_len")))
     out.print(table)
     return 0
 
@@ -230,9 +235,17 @@ def cmd_data_stats(args) -> int:
         table.add_row(split, f"{s['sentences']:,}", f"{s['tokens']:,}",
                       f"{s['mean_length']:.2f} ± {s['std_length']:.2f}")
     out.print(table)
-    for key, value in stats.items():
-        if key not in ("splits", "vocab_size"):
-            out.print(f"{key}: {value}")
+    out.print(f"checksum: {stats['checksum']}")
+    if stats.get("paper"):
+        p = stats["paper"]
+        out.print(f"paper (Table 1): {p['train']:,}/{p['valid']:,}/{p['test']:,} sentences, vocabulary "
+                  f"{p['vocab']:,}, mean length {p['avg_len']}")
+    mi = (stats.get("generator") or {}).get("mutual_information_nats")
+    if mi:
+        out.print(f"generator's true I(x; z) in nats: {mi['infonce_lower']:.2f} ± {mi['infonce_lower_stderr']:.2f} "
+                  f"(InfoNCE lower bound, K = {mi['K']}, log K = {mi['log_K']:.2f}) to {mi['prior_is_upper']:.2f} "
+                  f"± {mi['prior_is_upper_stderr']:.2f} (prior importance-sampling estimate, an upper bound "
+                  f"in expectation), over {mi['N']} sentences")
     return 0
 
 

@@ -82,7 +82,7 @@ def _mean_variance(means: Tensor) -> Tensor:
     """Unbiased sample variance of the posterior means over the N sentences, per dim [D]."""
     if means.shape[0] < 2:
         raise ValueError(f"the variance of posterior means needs at least 2 sentences; got {means.shape[0]}")
-    return means.to(torch.float64).var(dim=0, correction=1)
+    return means.detach().to(torch.float64).var(dim=0, correction=1)
 
 
 def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
@@ -103,7 +103,7 @@ def top_variance_dims(means: Tensor, k: int = 2) -> Tensor:
 
 
 @torch.no_grad()
-def mutual_information(posterior: Posterior, n_samples: int = 1, chunk_size: int = 512,
+def mutual_information(posterior: Posterior, n_samples: int = 1, chunk_size: int = 1024,
                        generator: torch.Generator | None = None) -> float:
     """I_q(x; z) by Hoffman & Johnson (2016), with q_agg over all N posteriors given (design.md §7):
 
@@ -114,19 +114,19 @@ def mutual_information(posterior: Posterior, n_samples: int = 1, chunk_size: int
     posterior. Because q_agg includes q(z|x_n) itself, log q_agg(z) >= log q(z|x_n) - log N, so the
     estimate is (up to Monte-Carlo noise in the entropy term) at most log N: report N beside it.
 
-    Each of the n_samples * N draws is scored against all N posteriors; draws are processed
-    `chunk_size` at a time (z [chunk, 1, D] -> log_prob [chunk, N]), so peak memory is what
-    log_prob needs for [chunk, N, D]. Only `rsample`, `log_prob` and `entropy` are used, so any
-    Posterior family works. Per-chunk sums are accumulated in float64; all draws are taken up front,
+    Each of the n_samples * N draws is scored against all N posteriors with
+    `Posterior.log_prob_cross`, `chunk_size` draws at a time ([chunk, N] scores; families without a
+    matrix-product form fall back to [chunk, N, D]). Only `rsample`, `log_prob_cross` and `entropy`
+    are used, so any Posterior family works. Per-chunk sums are accumulated in float64; all draws are taken up front,
     so the result does not depend on `chunk_size`.
     """
     n = len(posterior)
     z = posterior.rsample(n_samples, generator=generator)  # [S, N, D]
-    z = z.reshape(-1, 1, *z.shape[2:])  # every draw against every posterior
+    z = z.reshape(-1, z.shape[-1])  # every draw against every posterior
     cross = torch.zeros((), dtype=torch.float64, device=z.device)
     for start in range(0, z.shape[0], chunk_size):
-        log_q = posterior.log_prob(z[start:start + chunk_size])  # [chunk, N]
-        cross += torch.logsumexp(log_q.to(torch.float64), dim=1).sum()
+        log_q = posterior.log_prob_cross(z[start:start + chunk_size])  # [chunk, N], float64
+        cross += torch.logsumexp(log_q, dim=1).sum()
     mean_log_q_agg = cross / z.shape[0] - math.log(n)
     neg_entropy = -posterior.entropy().to(torch.float64).mean()
     return float(neg_entropy - mean_log_q_agg)
@@ -143,15 +143,23 @@ def _log_normal(z: Tensor, loc: Tensor, std: Tensor) -> Tensor:
 def _log_agg_1d(z: Tensor, loc: Tensor, std: Tensor, chunk_size: int) -> Tensor:
     """log q_agg(z_g) per dim for the 1-D aggregated posteriors (1/N) sum_n N(z_gi; loc_ni, std_ni^2).
 
-    z is [G, D] (each dim its own points) or [G, 1]; returns [G, D]. Chunks over N, so each step holds
-    [G, chunk, D]; chunks are merged with logaddexp so q_agg may underflow without harm.
+    z is [G, D] (each dim its own points) or [G, 1] (shared points); returns [G, D]. Chunks over N,
+    merged with logaddexp, so q_agg may underflow without harm. Work is laid out [D, G, chunk] with
+    the reduced axis last and updated in place: about twice as fast on CPU as the naive broadcast,
+    and small chunks (a few MB per step) stay in cache, which matters more than the loop count.
     """
-    acc = torch.full((z.shape[0], loc.shape[1]), -math.inf, dtype=z.dtype, device=z.device)
-    for start in range(0, loc.shape[0], chunk_size):
+    n = loc.shape[0]
+    points = z.T[:, :, None]  # [D|1, G, 1]
+    loc_t = loc.T.contiguous()[:, None, :]  # [D, 1, N]
+    inv_std_t = std.reciprocal().T.contiguous()[:, None, :]
+    const_t = (-torch.log(std) - 0.5 * LOG_2PI).T.contiguous()[:, None, :]
+    acc = torch.full((loc.shape[1], z.shape[0]), -math.inf, dtype=z.dtype, device=z.device)
+    for start in range(0, n, chunk_size):
         part = slice(start, start + chunk_size)
-        lp = _log_normal(z[:, None, :], loc[None, part], std[None, part])  # [G, chunk, D]
-        acc = torch.logaddexp(acc, torch.logsumexp(lp, dim=1))
-    return acc - math.log(loc.shape[0])
+        u = points - loc_t[..., part]  # fresh [D, G, chunk], so the in-place steps below are safe
+        u.mul_(inv_std_t[..., part]).square_().mul_(-0.5).add_(const_t[..., part])
+        acc = torch.logaddexp(acc, torch.logsumexp(u, dim=-1))
+    return acc.T - math.log(n)
 
 
 def _count_consistent(kl: Tensor, threshold: float) -> int:
@@ -160,8 +168,9 @@ def _count_consistent(kl: Tensor, threshold: float) -> int:
     return int((torch.isfinite(kl) & (kl < threshold)).sum())
 
 
+@torch.no_grad()
 def consistent_units(loc: Tensor, std: Tensor, threshold: float = 0.03, grid_points: int = 4001,
-                     grid_limit: float = 10.0, chunk_size: int = 64) -> tuple[int, Tensor]:
+                     grid_limit: float = 10.0, chunk_size: int = 16) -> tuple[int, Tensor]:
     """CU, the DG-VAE paper's hole measure (design.md §7): dims i with KL(p(z_i) || q_agg(z_i)) < threshold,
 
         KL_i = int N(z; 0, 1) [log N(z; 0, 1) - log q_agg,i(z)] dz,
@@ -175,8 +184,8 @@ def consistent_units(loc: Tensor, std: Tensor, threshold: float = 0.03, grid_poi
     spurious small one; grid points where p itself underflows to 0 contribute 0 (0 * log 0 := 0).
     A non-finite KL (inf, or nan from degenerate input such as std = 0) never counts as consistent.
 
-    loc, std: [N, D]. Returns (count, KL [D], float64). Peak memory ~ grid_points * chunk_size * D
-    doubles per temporary.
+    loc, std: [N, D]. Returns (count, KL [D], float64). Each step holds grid_points * chunk_size * D
+    doubles (16 MB at the defaults and D = 32); cost O(grid_points * N * D).
     """
     loc, std = loc.to(torch.float64), std.to(torch.float64)
     z = torch.linspace(-grid_limit, grid_limit, grid_points, dtype=torch.float64, device=loc.device)
@@ -191,8 +200,9 @@ def consistent_units(loc: Tensor, std: Tensor, threshold: float = 0.03, grid_poi
     return _count_consistent(kl, threshold), kl
 
 
+@torch.no_grad()
 def consistent_units_mc(loc: Tensor, std: Tensor, threshold: float = 0.03, n_samples: int = 128000,
-                        generator: torch.Generator | None = None, chunk_size: int = 256
+                        generator: torch.Generator | None = None, chunk_size: int = 32
                         ) -> tuple[int, Tensor]:
     """CU as the DG-VAE public code computes it: the same KL_i as `consistent_units`, estimated by
     Monte Carlo, KL_i ~= (1/S) sum_s [log N(z_si; 0, 1) - log q_agg,i(z_si)], z_si ~ N(0, 1) iid
@@ -215,6 +225,7 @@ def consistent_units_mc(loc: Tensor, std: Tensor, threshold: float = 0.03, n_sam
 # --------------------------------------------------------------------------- Figure 4 pictures (§7)
 
 
+@torch.no_grad()
 def latent_density_grid(loc2: Tensor, std2: Tensor, limit: float = 5.0, points: int = 101,
                         chunk_size: int = 4096) -> Tensor:
     """Aggregated posterior density of two chosen dims on a uniform grid of [-limit, limit]^2:

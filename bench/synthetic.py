@@ -36,6 +36,7 @@ import os
 import random
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -51,28 +52,33 @@ INFO_FILE = "generator.json"
 class GeneratorConfig:
     """Parameters of the true generator and of the corpus drawn from it (the manifest's [generator]).
 
-    vocab_size: pseudo-words (</s> comes on top). latent_dim: D of z. z_scale multiplies every weight
-    that reads z; larger means sentences depend more on z (higher I(x;z)). zipf: exponent of the
-    unigram bias b_o, so a few words are frequent as in real text. eos_bias: logit offset of </s>;
-    it sets the typical length. mi_sentences, mi_samples: N and K of the MI bounds.
+    train/valid/test: sentences per split. vocab_size: pseudo-words (</s> comes on top). latent_dim:
+    D of z. emb_dim, hidden_dim: the LSTM's sizes. max_len: words per sentence at most. z_scale: the
+    scale of every weight that reads z; larger means sentences depend more on z (higher I(x;z), but
+    looser bounds once I(x;z) nears log K). weight_scale: multiplies the 1/sqrt(fan_in) scale of the
+    recurrent weights. out_scale: spread of the output logits (peakier word choice when larger).
+    zipf: exponent of the unigram bias b_o, so a few words are frequent as in real text. eos_bias,
+    eos_slope: the </s> logit is eos_bias + eos_slope * t at position t; they set the length
+    distribution. mi_sentences, mi_samples: N and K of the MI bounds.
     """
 
     seed: int = 1234
     train: int = 5000
     valid: int = 1000
     test: int = 1000
-    vocab_size: int = 400
+    vocab_size: int = 300
     latent_dim: int = 4
-    emb_dim: int = 32
-    hidden_dim: int = 64
+    emb_dim: int = 16
+    hidden_dim: int = 32
     max_len: int = 30
-    z_scale: float = 1.5
+    z_scale: float = 0.5
     weight_scale: float = 1.0
     out_scale: float = 4.0
     zipf: float = 1.0
-    eos_bias: float = 2.0
-    mi_sentences: int = 256
-    mi_samples: int = 512
+    eos_bias: float = -2.0
+    eos_slope: float = 0.3
+    mi_sentences: int = 128
+    mi_samples: int = 256
 
     @classmethod
     def from_dict(cls, table: dict) -> GeneratorConfig:
@@ -100,6 +106,7 @@ class Generator:
     w_o: Tensor  # [H, V+1]
     u_o: Tensor  # [D, V+1]
     b_o: Tensor  # [V+1]
+    eos_slope: float
     max_len: int
 
 
@@ -154,6 +161,7 @@ def build_generator(cfg: GeneratorConfig) -> Generator:
         w_o=randn(H, V1, scale=cfg.out_scale / math.sqrt(H)),
         u_o=randn(D, V1, scale=cfg.z_scale),
         b_o=b_o,
+        eos_slope=cfg.eos_slope,
         max_len=cfg.max_len,
     )
 
@@ -169,9 +177,13 @@ def _step(gen: Generator, inp: Tensor, h: Tensor, c: Tensor, z_gates: Tensor) ->
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def _masked_logits(gen: Generator, h: Tensor, z_out: Tensor, t: int) -> Tensor:
-    """Logits at output position t (0-based): no </s> first, only </s> after max_len words."""
+def _logits(gen: Generator, h: Tensor, z_out: Tensor, t: int) -> Tensor:
+    """Logits at output position t (0-based): no </s> first, only </s> after max_len words.
+
+    The </s> logit grows by eos_slope per position, so lengths have a mode instead of being geometric.
+    """
     logits = h @ gen.w_o + z_out
+    logits[:, EOS_ID] += gen.eos_slope * t
     if t == 0:
         logits[:, EOS_ID] = -math.inf
     elif t == gen.max_len:
@@ -183,29 +195,33 @@ def _masked_logits(gen: Generator, h: Tensor, z_out: Tensor, t: int) -> Tensor:
 
 @torch.no_grad()
 def sample(gen: Generator, z: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Ancestral sampling for all rows of z [B, D] at once (one loop over time, Gumbel-max).
+    """Ancestral sampling for all rows of z [B, D] at once: one loop over time, none over rows.
 
-    Returns words [B, max_len] (ids 1..V, 0 after the end) and lengths [B] (words before </s>).
+    Inverse-CDF draws from uniforms u [B, max_len+1] drawn up front, so each sentence is a function
+    of its own row of z and u only. Finished rows are dropped from the batch, so the cost is
+    proportional to the tokens drawn. Returns words [B, max_len] (ids 1..V, 0 after the end) and
+    lengths [B] (words before </s>).
     """
     B = z.shape[0]
-    h, c, z_gates, z_out = _initial_state(gen, z)
+    uniforms = torch.rand(B, gen.max_len + 1, generator=generator)
     words = torch.zeros(B, gen.max_len, dtype=torch.long)
     lengths = torch.full((B,), gen.max_len, dtype=torch.long)
-    alive = torch.ones(B, dtype=torch.bool)
+    rows = torch.arange(B)  # the rows still being written, in batch order
+    h, c, z_gates, z_out = _initial_state(gen, z)
     inp = torch.full((B,), EOS_ID, dtype=torch.long)
     for t in range(gen.max_len + 1):
         h, c = _step(gen, inp, h, c, z_gates)
-        logits = _masked_logits(gen, h, z_out, t)
-        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp_min(1e-20)))
-        tok = torch.where(alive, (logits + gumbel).argmax(-1), torch.zeros_like(inp))
-        ended = alive & (tok == EOS_ID)
-        lengths[ended] = t
-        alive &= ~ended
+        cdf = torch.softmax(_logits(gen, h, z_out, t), dim=-1).cumsum(-1)
+        u = uniforms[rows, t, None] * cdf[:, -1:]
+        tok = torch.searchsorted(cdf, u).squeeze(1).clamp_max(cdf.shape[1] - 1)
+        ended = tok == EOS_ID
+        lengths[rows[ended]] = t
         if t < gen.max_len:
-            words[:, t] = tok
-        if not alive.any():
+            words[rows, t] = tok
+        go = ~ended
+        if not go.any():
             break
-        inp = tok
+        rows, inp, h, c, z_gates, z_out = rows[go], tok[go], h[go], c[go], z_gates[go], z_out[go]
     return words, lengths
 
 
@@ -213,19 +229,25 @@ def sample(gen: Generator, z: Tensor, generator: torch.Generator) -> tuple[Tenso
 def log_prob(gen: Generator, words: Tensor, lengths: Tensor, z: Tensor) -> Tensor:
     """Exact log p(x|z) in nats of rows words [B, T] with lengths [B] under latents z [B, D] -> [B].
 
-    Teacher forcing: inputs <s> x_1 .. x_{T-1}, targets x_1 .. x_L then </s> at position L.
+    Teacher forcing: inputs <s> x_1 .. x_{L}, targets x_1 .. x_L then </s> at position L. Rows
+    whose </s> has been scored are dropped, as in `sample`.
     """
     B, T = words.shape
-    h, c, z_gates, z_out = _initial_state(gen, z)
     total = torch.zeros(B)
+    rows = torch.arange(B)
+    h, c, z_gates, z_out = _initial_state(gen, z)
     inp = torch.full((B,), EOS_ID, dtype=torch.long)
-    for t in range(min(int(lengths.max()), gen.max_len) + 1):
+    for t in range(gen.max_len + 1):
         h, c = _step(gen, inp, h, c, z_gates)
-        logp = torch.log_softmax(_masked_logits(gen, h, z_out, t), dim=-1)
-        target = torch.where(lengths == t, EOS_ID, words[:, t] if t < T else EOS_ID)
-        picked = logp.gather(1, target.unsqueeze(1)).squeeze(1)
-        total += torch.where(t <= lengths, picked, torch.zeros_like(picked))
-        inp = words[:, t] if t < T else inp
+        logits = _logits(gen, h, z_out, t)
+        done = lengths[rows] == t
+        target = words[rows, t] if t < T else torch.zeros_like(rows)
+        target = torch.where(done, EOS_ID, target)
+        total[rows] += logits.gather(1, target[:, None]).squeeze(1) - torch.logsumexp(logits, -1)
+        go = ~done
+        if not go.any():
+            break
+        rows, inp, h, c, z_gates, z_out = rows[go], target[go], h[go], c[go], z_gates[go], z_out[go]
     return total
 
 
@@ -273,8 +295,28 @@ def to_lines(words: Tensor, lengths: Tensor, vocab: list[str]) -> list[str]:
     return [" ".join(vocab[i - 1] for i in row[:n]) for row, n in zip(rows, lengths.tolist())]
 
 
+@contextmanager
+def _one_thread():
+    """Run torch on one thread, then restore the caller's setting.
+
+    The generator's matrices are tiny: under load, intra-op threads contend and run several times
+    slower than one, and one thread makes the float results independent of the machine's core count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def generate(cfg: GeneratorConfig) -> tuple[dict[str, list[str]], dict]:
     """The corpus ({split: lines}) and its generator.json record (config, sizes, MI bounds)."""
+    with _one_thread():
+        return _generate(cfg)
+
+
+def _generate(cfg: GeneratorConfig) -> tuple[dict[str, list[str]], dict]:
     gen = build_generator(cfg)
     vocab = pseudo_words(cfg.vocab_size, cfg.seed)
     splits: dict[str, list[str]] = {}

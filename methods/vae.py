@@ -1,12 +1,65 @@
-"""The vanilla text VAE (Bowman et al. 2016): ELBo with linear KL annealing.
+"""The vanilla text VAE and its two schedule/weight variants.
 
-loss = E_q[-log p(x|z)] + w(t) KL(q(z|x) || p(z)),  w(t) linear from 0 to 1 over 10 epochs.
+- `vae` (Bowman et al. 2016): loss = E_q[-log p(x|z)] + w(t) KL(q(z|x) || p(z)), w(t) rising
+  linearly from 0 to 1 over the first `anneal_epochs` epochs (10 in the paper profile).
+- `cyclic-vae` (Fu et al. 2019, "Cyclical Annealing Schedule", Eq. 3 with R = 0.5): the same
+  ELBo, but w(t) restarts every cycle: it rises linearly for half a cycle and is held at 1 for the
+  other half. The paper protocol's cycle is 20 epochs (rise 10, hold 10); the cycle scales with the
+  profile's `anneal_epochs` (rise = anneal_epochs epochs, period = 2 anneal_epochs epochs), so the
+  `quick` and `smoke` profiles keep the same shape.
+- `beta-vae` (Higgins et al. 2017, Eq. 4): the KL term weighted by beta; with beta < 1 the
+  encoder is allowed more rate. The regularizer *is* beta * KL, so the method's own validation
+  objective is rec + beta KL. KL annealing applies on top, as for every method.
 """
 
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from bench import schedules
+from bench.config import Training
 from bench.model import GaussianMethod
+from bench.posterior import Posterior
 from bench.registry import register
 
 
 @register("vae")
 class VAE(GaussianMethod):
     """ELBo with analytic KL and linear KL annealing."""
+
+
+@register("cyclic-vae")
+class CyclicVAE(GaussianMethod):
+    """ELBo with cyclical KL annealing: rise over anneal_epochs, hold for as long, restart."""
+
+    def kl_weight(self, step: int, steps_per_epoch: int, training: Training) -> float:
+        rise = training.anneal_epochs * steps_per_epoch
+        if rise <= 0:  # no annealing configured: the weight is always 1, as for `vae`
+            return 1.0
+        return schedules.cyclic(step, period_steps=2 * rise, rise_steps=rise)
+
+
+@dataclass(frozen=True)
+class BetaParams:
+    """beta: weight of the KL term, >= 0 (default 0.2, the middle of the paper grid)."""
+
+    beta: float = 0.2
+
+    def __post_init__(self):
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta) \
+                or self.beta < 0:
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
+
+
+@register("beta-vae", grid={"beta": [0.0, 0.1, 0.2, 0.4, 0.8]},
+          search=lambda trial: {"beta": trial.suggest_float("beta", 0.0, 1.0)})
+class BetaVAE(GaussianMethod):
+    """ELBo with the KL term weighted by beta."""
+
+    Params = BetaParams
+
+    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
+        return self.params.beta * q.kl_to_prior()

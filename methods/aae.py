@@ -1,0 +1,69 @@
+"""Adversarial autoencoder (Makhzani, Shlens, Jaitly, Goodfellow & Frey 2016, "Adversarial
+Autoencoders", Sec. 2): the KL term is replaced by a GAN game that matches the aggregated posterior
+q(z) = E_x q(z|x) to the prior p(z) = N(0, I) (at the optimum, a Jensen-Shannon match).
+
+A discriminator T (MLP D -> D -> D -> 2, LeakyReLU(0.2)) classifies latent codes as "prior" (class
+0) or "posterior" (class 1). With z ~ q(z|x) the reparameterised posterior sample and z_p ~ N(0, I):
+
+    generator term (the regularizer, weighted by the KL schedule, per sentence):
+        reg_n = -log softmax(T(z_n))[prior]                     (non-saturating GAN loss)
+    discriminator loss (auxiliary, unweighted, gradient only):
+        L_T = mean over the 2B codes of CE(T(z_p), prior) and CE(T(z.detach()), posterior)
+
+One SGD optimiser updates all parameters at once, so each term is made to reach only its own
+player: reg_n evaluates T with *detached* parameters (torch.func.functional_call), so its gradient
+flows into the encoder only; L_T sees z.detach(), so its gradient reaches T only. Both players thus
+take one simultaneous step per batch, as in Makhzani et al.'s alternating scheme with one step each.
+LeakyReLU rather than ReLU keeps gradients alive through units that the uniform U(-0.01, 0.01)
+initialisation would otherwise leave dead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from bench.config import Backbone
+from bench.model import GaussianMethod
+from bench.posterior import Posterior
+from bench.registry import register
+
+PRIOR, POSTERIOR = 0, 1
+
+
+@register("aae")
+class AAE(GaussianMethod):
+    """Adversarial match of the aggregated posterior to the prior (JS, via a discriminator)."""
+
+    def build_extras(self, vocab_size: int, backbone: Backbone) -> None:
+        d = backbone.latent_dim
+        self.discriminator = nn.Sequential(
+            nn.Linear(d, d), nn.LeakyReLU(0.2), nn.Linear(d, d), nn.LeakyReLU(0.2), nn.Linear(d, 2)
+        )
+
+    def frozen_discriminator(self, z: Tensor) -> Tensor:
+        """T(z) with T's parameters detached: gradients reach z (the encoder) but not T."""
+        params = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        return functional_call(self.discriminator, params, (z,))
+
+    def generator_loss(self, z: Tensor) -> Tensor:
+        """-log T(prior | z) per code, [B]; trains the encoder only."""
+        labels = torch.full(z.shape[:1], PRIOR, dtype=torch.long, device=z.device)
+        return F.cross_entropy(self.frozen_discriminator(z), labels, reduction="none")
+
+    def discriminator_loss(self, z: Tensor, z_prior: Tensor) -> Tensor:
+        """Mean cross-entropy of T on prior codes (label prior) and detached posterior codes."""
+        codes = torch.cat([z_prior, z.detach()])
+        labels = torch.cat([
+            torch.full(z_prior.shape[:1], PRIOR, dtype=torch.long, device=z.device),
+            torch.full(z.shape[:1], POSTERIOR, dtype=torch.long, device=z.device),
+        ])
+        return F.cross_entropy(self.discriminator(codes), labels)
+
+    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
+        return self.generator_loss(z)
+
+    def auxiliary_loss(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
+        return self.discriminator_loss(z, q.prior.sample(z.shape[:1]))

@@ -1,0 +1,59 @@
+"""bn-vae: a fixed, untrained BatchNorm scale and the KL lower bound it implies."""
+
+import pytest
+import torch
+
+from bench import registry
+from bench.config import Backbone
+from bench.errors import BenchError
+from methods.bn_vae import BNVAE
+
+BB = Backbone(8, 12, 12, latent_dim=6)
+
+
+def build(gamma=0.9):
+    torch.manual_seed(0)
+    return BNVAE(20, BB, registry.get("bn-vae").resolve({"gamma": gamma}))
+
+
+def test_scale_is_a_fixed_buffer_and_bias_is_trained():
+    model = build(0.7)
+    names = dict(model.named_parameters())
+    assert "beta" in names and not any("gamma" in n or "mu_bn" in n for n in names)
+    assert "gamma" in dict(model.named_buffers()) and "gamma" in model.state_dict()
+    assert torch.equal(model.gamma, torch.full((6,), 0.7))
+    h = torch.randn(16, 12, requires_grad=True)
+    model.posterior(h).kl_to_prior().sum().backward()
+    assert model.gamma.grad is None and not model.gamma.requires_grad
+    assert model.beta.grad is not None and model.beta.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("gamma", [0.6, 1.2, 1.8])
+def test_training_batch_mean_kl_is_at_least_d_gamma_squared_over_two(gamma):
+    model = build(gamma).train()
+    g = torch.Generator().manual_seed(1)
+    for scale, shift in [(1.0, 0.0), (5.0, 3.0), (0.1, -2.0)]:
+        h = scale * torch.randn(32, 12, generator=g) + shift
+        kl = model.posterior(h).kl_to_prior().mean()
+        assert kl >= 6 * gamma**2 / 2 - 1e-3
+
+
+def test_eval_uses_running_statistics_and_a_single_sentence_batch_trains():
+    model = build().train()
+    h = torch.randn(32, 12) * 2 + 1
+    for _ in range(50):  # running statistics converge to the batch's
+        model.posterior(h)
+    model.eval()
+    full = model.posterior(h).mean
+    alone = model.posterior(h[:1]).mean  # no dependence on the rest of the batch in eval mode
+    assert torch.allclose(full[:1], alone, atol=1e-6)
+    model.train()
+    running = model.mu_bn.running_mean.clone()
+    one = model.posterior(h[:1])  # B = 1 in training: running statistics, not updated
+    assert torch.isfinite(one.mean).all() and torch.equal(model.mu_bn.running_mean, running)
+
+
+def test_gamma_domain():
+    for bad in ("0", "-1", "inf"):
+        with pytest.raises(BenchError, match="gamma must be a finite number > 0"):
+            registry.get("bn-vae").resolve({"gamma": bad})

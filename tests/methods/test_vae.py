@@ -1,0 +1,55 @@
+"""methods/vae.py: the cyclic schedule at hand-computed steps; beta-VAE's weighted KL."""
+
+import pytest
+import torch
+
+from bench import registry
+from bench.config import Backbone, Training
+from bench.errors import BenchError
+from methods.vae import VAE, BetaVAE, CyclicVAE
+
+BB = Backbone(8, 12, 12, latent_dim=4)
+
+
+def sentences(b=4, t=6, v=20, seed=0):
+    x = torch.randint(4, v, (b, t), generator=torch.Generator().manual_seed(seed))
+    x[:, 0], x[:, -1] = 1, 2
+    return x
+
+
+@pytest.mark.parametrize("step,weight", [
+    (0, 0.0), (250, 0.25), (999, 0.999), (1000, 1.0), (1500, 1.0), (1999, 1.0),  # cycle 1: rise, hold
+    (2000, 0.0), (2500, 0.5), (3000, 1.0), (3999, 1.0), (4100, 0.1),  # cycles 2 and 3 restart
+])
+def test_cyclic_weight_at_hand_computed_steps(step, weight):
+    # paper protocol: anneal 10 epochs, hold 10; 100 steps per epoch -> period 2000, rise 1000
+    model = CyclicVAE(20, BB)
+    assert model.kl_weight(step, 100, Training(anneal_epochs=10)) == pytest.approx(weight)
+
+
+def test_cyclic_scales_with_the_profile_and_matches_vae_in_the_first_rise():
+    cyc, vae = CyclicVAE(20, BB), VAE(20, BB)
+    short = Training(anneal_epochs=3)
+    assert cyc.kl_weight(450, 50, short) == pytest.approx(1.0)  # hold: epochs 3-6
+    assert cyc.kl_weight(300 + 75, 50, short) == pytest.approx(0.5)  # second rise, half way
+    for step in range(0, 150, 7):
+        assert cyc.kl_weight(step, 50, short) == vae.kl_weight(step, 50, short)
+    assert cyc.kl_weight(123, 50, Training(anneal_epochs=0)) == 1.0
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.8])
+def test_beta_vae_regularizer_is_beta_times_kl(beta):
+    torch.manual_seed(0)
+    model = BetaVAE(20, BB, registry.get("beta-vae").resolve({"beta": beta}))
+    terms = model.loss(sentences(), kl_weight=0.5)
+    assert torch.allclose(terms.reg, beta * terms.kl)
+    assert torch.allclose(terms.objective, terms.rec + beta * terms.kl)
+    assert torch.allclose(terms.loss, (terms.rec + 0.5 * beta * terms.kl).mean())
+
+
+def test_beta_domain():
+    spec = registry.get("beta-vae")
+    assert spec.resolve({"beta": "0"}).beta == 0
+    for bad in ("-1", "-0.1", "inf", "nan"):
+        with pytest.raises(BenchError, match="beta must be a finite number >= 0"):
+            spec.resolve({"beta": bad})

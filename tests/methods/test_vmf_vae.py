@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+
+from bench import metrics, registry
+from bench.config import Backbone
+from bench.errors import BenchError
+from bench.posterior import UniformSphere, VonMisesFisher
+from methods.vmf_vae import VMFVAE, VMFParams
+
+BB = Backbone(8, 12, 12, latent_dim=5)
+
+
+def sentences(b=4, t=6, v=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(4, v, (b, t), generator=g)
+    x[:, 0], x[:, -1] = 1, 2
+    return x
+
+
+def test_registered_with_the_paper_grid_and_checked_params():
+    spec = registry.get("vmf-vae")
+    assert spec.cls is VMFVAE
+    assert spec.settings("paper") == [{"kappa": k} for k in (13, 25, 50, 100, 200)]
+    assert spec.defaults == {"kappa": 50.0}
+    assert spec.resolve({"kappa": "13"}).kappa == 13.0
+    assert isinstance(spec.resolve({"kappa": 25}).kappa, float)  # 25 and 25.0: one run key
+    for bad in ("0", "-3", "nan", "inf"):
+        with pytest.raises(BenchError, match="kappa"):
+            spec.resolve({"kappa": bad})
+    with pytest.raises(ValueError, match="kappa"):
+        VMFParams(kappa=True)
+
+
+def test_posterior_is_vmf_on_the_unit_sphere_with_a_constant_kl():
+    torch.manual_seed(0)
+    model = VMFVAE(20, BB, VMFParams(kappa=13))
+    assert model.encoder.out.out_features == BB.latent_dim
+    q = model.encode(sentences())
+    assert isinstance(q, VonMisesFisher) and q.kappa == 13.0
+    assert torch.allclose(q.loc.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert isinstance(q.prior, UniformSphere)
+    assert torch.allclose(q.kl_to_prior(), q.kl_to_prior()[:1].expand(4))
+
+
+def test_loss_and_gradients():
+    torch.manual_seed(0)
+    model = VMFVAE(20, BB)
+    terms = model.loss(sentences(), kl_weight=0.3)
+    assert torch.isfinite(terms.loss)
+    assert torch.allclose(terms.reg, terms.kl) and not terms.reg.requires_grad  # the KL is a constant
+    assert torch.allclose(terms.loss, (terms.rec + 0.3 * terms.kl).mean())
+    terms.loss.backward()
+    assert model.encoder.lstm.weight_ih_l0.grad.abs().sum() > 0  # through rsample's reparameterisation
+    assert model.encoder.out.weight.grad.abs().sum() > 0
+    assert model.decoder.lstm.weight_ih_l0.grad.abs().sum() > 0
+
+
+@torch.no_grad()
+def test_the_evaluator_path_runs_on_a_vmf_model():
+    """What bench.evaluate does per batch and per split, on a vMF posterior (CU undefined: None)."""
+    torch.manual_seed(0)
+    model = VMFVAE(20, BB).eval()
+    x, gen = sentences(6), torch.Generator().manual_seed(1)
+    q = model.encode(x)
+    prior = q.prior
+    z = torch.cat([prior.sample((3, 6), gen), q.rsample(3, gen)])
+    prior_ll, post_ll = metrics.mixture_proposal_log_likelihoods(model.log_px_z(x, z), prior.log_prob(z),
+                                                                 q.log_prob(z))
+    assert torch.isfinite(prior_ll).all() and torch.isfinite(post_ll).all()
+    z = q.rsample(10, gen)
+    nll = metrics.iw_nll(model.log_px_z(x, z), prior.log_prob(z), q.log_prob(z))
+    assert torch.isfinite(nll).all()
+    q_all = VonMisesFisher.cat([q.detach()[:3], q.detach()[3:]])
+    assert math.isfinite(metrics.mutual_information(q_all, n_samples=2, generator=gen))
+    assert metrics.active_units(q_all.mean)[1].shape == (BB.latent_dim,)
+    assert q_all.gaussian_marginals() is None

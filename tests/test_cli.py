@@ -1,0 +1,94 @@
+"""The command line end to end on the smoke profile, and every user error: one line, exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+
+METRIC_COLUMNS = ["priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_twice_then_leaderboard(bench_env, capsys):
+    argv = ["run", "--methods", "vae", "--dataset", "synthetic", "--profile", "smoke", "--seeds", "0,1", "--quiet"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "2 runs: 2 trained" in out
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "all 2 runs cached; nothing trained" in out
+    code, out, _ = run(capsys, "leaderboard", "--dataset", "synthetic", "--profile", "smoke", "--format", "md")
+    assert code == 0
+    header, _, row = out.splitlines()[:3]
+    for column in METRIC_COLUMNS + ["n"]:
+        assert column in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "vae" and cells[-1] == "2"
+    assert all("±" in c for c in cells[2:-1])
+    for fmt in ("csv", "json", "latex", "html"):
+        code, out, _ = run(capsys, "leaderboard", "--dataset", "synthetic", "--format", fmt)
+        assert code == 0 and "vae" in out
+
+
+def test_methods_lists_vae(capsys):
+    code, out, _ = run(capsys, "methods")
+    assert code == 0 and "vae" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--methods", "vea", "--dataset", "synthetic"], "unknown method 'vea'; did you mean 'vae'"),
+        (["run", "--methods", "vae", "--dataset", "yahooo"], "unknown dataset 'yahooo'; did you mean 'yahoo'"),
+        (["run", "--methods", "vae", "--dataset", "synthetic", "--profile", "quik"],
+         "unknown profile 'quik'; did you mean 'quick'"),
+        (["run", "--methods", "vae", "--dataset", "synthetic", "--seeds", "0,x"], "malformed --seeds '0,x'"),
+        (["run", "--methods", "vae", "--dataset", "synthetic", "--profile", "smoke", "--storage", "ftp://x"],
+         "malformed --storage"),
+        (["run", "--methods", "vae", "--dataset", "synthetic", "--profile", "smoke", "--storage",
+          "sqlite:////no/such/dir/bench.db"], "cannot reach storage"),
+        (["run", "--methods", "vae", "--dataset", "synthetic", "--set", "vae.beta=1"],
+         "unknown hyperparameter of vae 'beta'"),
+        (["run", "--methods", "vae", "--dataset", "ptb", "--profile", "smoke"], "bench data import ptb"),
+        (["leaderboard", "--dataset", "synthetic", "--format", "md"], "no runs stored"),
+        (["data", "import", "ptb", "/no/such/folder"], "/no/such/folder"),
+        (["data", "stats", "nope"], "unknown dataset 'nope'"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(bench_env, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "empty-data")) if "ptb" in argv else None
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_user_error_prints_no_traceback_in_a_real_process(bench_env):
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--methods", "nope", "--dataset", "synthetic"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: unknown method 'nope'")
+
+
+def test_import_real_ptb_then_run_smoke(tmp_path, monkeypatch, capsys, shared_datasets):
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "results"))
+    code, out, _ = run(capsys, "data", "import", "ptb", str(shared_datasets / "ptb"))
+    assert code == 0 and "present: train, valid, test" in out
+    code, out, err = run(capsys, "run", "--methods", "vae", "--dataset", "ptb", "--profile", "smoke", "--quiet")
+    assert code == 0, err
+    assert "1 run: 1 trained" in out
+
+
+def test_import_snli_reports_missing_train(tmp_path, monkeypatch, capsys, shared_datasets):
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    code, out, _ = run(capsys, "data", "import", "snli", str(shared_datasets / "snli"))
+    assert code == 0
+    assert "present: valid, test" in out and "missing: train" in out
+    code, out, _ = run(capsys, "data", "list")
+    assert code == 0 and "snli-mini" in out

@@ -1,0 +1,448 @@
+"""bench.data: manifests, import of the shared corpora, *-mini variants, bad input, batching, stats,
+and fetch (resume, checksum, line counts) against a local HTTP server started by the test."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import socket
+import statistics
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import data
+from bench.data import BOS, EOS, SPECIALS, UNK, Split, Vocab
+from bench.errors import BenchError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets is absent")
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def tiny_folder(folder: Path, train: str = "a b c\nb c\nd\n", valid: str = "a d\n", test: str = "z a\n") -> Path:
+    write(folder / "train.txt", train)
+    write(folder / "valid.txt", valid)
+    write(folder / "test.txt", test)
+    return folder
+
+
+# ------------------------------------------------------------------------------------- manifests
+
+
+def test_repo_manifests_parse_and_describe_the_paper_datasets():
+    ms = data.manifests()
+    assert {"yahoo", "yelp", "short-yelp", "snli", "ptb", "synthetic",
+            "snli-mini", "yahoo-mini", "short-yelp-mini"} <= set(ms)
+    for name in ("yahoo", "yelp", "short-yelp", "snli", "ptb"):
+        assert ms[name].paper is not None and ms[name].paper.train > 0 and ms[name].files
+        assert ms[name].paper_stats["vocab"] == ms[name].paper.vocab
+    assert ms["yelp"].labelled and ms["short-yelp"].labelled and not ms["yahoo"].labelled
+    assert ms["ptb"].url and ms["ptb"].lines == {"train": 42068, "valid": 3370, "test": 3761}
+    for mini in ("snli-mini", "yahoo-mini", "short-yelp-mini"):
+        m = ms[mini]
+        assert m.base == mini.removesuffix("-mini") and m.family == ms[m.base].family
+        assert m.derive["train"] == data.Take("valid", 0, 8000) and m.derive["test"].split == "test"
+
+
+def test_unknown_dataset_suggests_close_match():
+    with pytest.raises(BenchError, match=r"unknown dataset 'snil'.*did you mean 'snli'"):
+        data.get_manifest("snil")
+    with pytest.raises(BenchError, match="did you mean"):
+        data.load_corpus("yaho", Path("/nonexistent"))
+
+
+def test_bad_manifest_is_named(tmp_path, monkeypatch):
+    write(tmp_path / "odd.toml", 'name = "odd"\nfamily = "imdb"\ndescription = "x"\n')
+    monkeypatch.setenv("BENCH_MANIFESTS", str(tmp_path))
+    with pytest.raises(BenchError, match=r"odd\.toml.*family 'imdb'"):
+        data.get_manifest("odd")
+
+
+# ----------------------------------------------------------------------------- shared corpora
+
+
+@needs_shared
+def test_import_ptb_has_all_splits(tmp_path):
+    status = data.import_folder("ptb", SHARED / "ptb", tmp_path)
+    assert status.present == ["train", "valid", "test"] and status.missing == []
+    assert status.lines == {"train": 42068, "valid": 3370, "test": 3761}
+    assert status.notes == [] and status.ready
+    assert (tmp_path / "ptb" / "train.txt").read_bytes() == (SHARED / "ptb" / "ptb.train.txt").read_bytes()
+    assert not [p for p in (tmp_path / "ptb").iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+@needs_shared
+def test_import_snli_reports_missing_train_and_snli_mini_loads(tmp_path):
+    status = data.import_folder("snli", SHARED / "snli", tmp_path)
+    assert status.present == ["valid", "test"] and status.missing == ["train"]
+    with pytest.raises(BenchError, match=r"no train split.*bench data import snli FOLDER.*snli-mini"):
+        data.load_corpus("snli", tmp_path)
+
+    corpus = data.load_corpus("snli-mini", tmp_path)
+    assert {s: len(corpus.splits[s]) for s in data.SPLITS} == {"train": 8000, "valid": 2000, "test": 10000}
+    assert corpus.family == "snli" and corpus.splits["train"].labels is None
+    valid_lines = (SHARED / "snli" / "snli.valid.txt").read_text().split("\n")
+    first = corpus.vocab.decode(corpus.splits["train"].sentences[0][1:-1])
+    assert first == valid_lines[0].split()
+    assert corpus.vocab.decode(corpus.splits["valid"].sentences[0][1:-1]) == [
+        corpus.vocab.itos[i] for i in corpus.vocab.encode(valid_lines[8000].split())
+    ]
+    assert data.dataset_status("snli-mini", tmp_path).lines == {"train": 8000, "valid": 2000, "test": 10000}
+
+
+@needs_shared
+def test_short_yelp_mini_strips_labels(tmp_path):
+    status = data.import_folder("short-yelp", SHARED / "short_yelp", tmp_path)
+    assert status.missing == ["train"]  # short_yelp.train.10000.txt is a subset, not the train split
+    corpus = data.load_corpus("short-yelp-mini", tmp_path)
+    train = corpus.splits["train"]
+    assert len(train.labels) == len(train) == 8000 and set(train.labels) == {"0", "1"}
+    first = (SHARED / "short_yelp" / "short_yelp.valid.txt").read_text().split("\n")[0]
+    assert corpus.vocab.decode(train.sentences[0][1:-1]) == first.split("\t", 1)[1].split()
+
+
+def test_mini_without_base_names_the_import(tmp_path):
+    with pytest.raises(BenchError, match=r"derived from 'snli'.*bench data import snli FOLDER"):
+        data.load_corpus("snli-mini", tmp_path)
+
+
+def test_bad_line_in_a_derived_split_names_the_base_file_line(tmp_path):
+    root = tmp_path / "root"
+    valid = ["1\tfine text"] * 10000
+    valid[8001] = "no tab here"
+    write(root / "short-yelp" / "valid.txt", "\n".join(valid) + "\n")
+    write(root / "short-yelp" / "test.txt", "0\tok\n")
+    with pytest.raises(BenchError, match=r"short-yelp/valid\.txt: line 8002 has no TAB"):
+        data.load_corpus("short-yelp-mini", root)
+
+
+def test_mini_with_short_base_split_is_an_error(tmp_path):
+    tiny_folder(tmp_path / "in")
+    data.import_folder("snli", tmp_path / "in", tmp_path / "root")
+    with pytest.raises(BenchError, match="has only 1"):
+        data.load_corpus("snli-mini", tmp_path / "root")
+
+
+# -------------------------------------------------------------------------------------- bad input
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    folder = tiny_folder(tmp_path / "in")
+    write(folder / "train.txt", b"a b\nc d\ne \xff f\ng\n")
+    with pytest.raises(BenchError, match=r"train\.txt: line 3 is not valid UTF-8"):
+        data.import_folder("ptb", folder, tmp_path / "root")
+    assert not (tmp_path / "root" / "ptb" / "valid.txt").exists()  # nothing installed from a bad folder
+
+
+def test_bad_file_in_data_dir_is_reported_on_load(tmp_path):
+    root = tmp_path / "root"
+    tiny_folder(root / "ptb")
+    write(root / "ptb" / "test.txt", "ok\n\nstill ok\n")
+    with pytest.raises(BenchError, match=r"ptb/test\.txt: line 2 is empty"):
+        data.load_corpus("ptb", root)
+
+
+def test_labelled_line_without_tab(tmp_path):
+    folder = tmp_path / "in"
+    write(folder / "short_yelp.valid.txt", "1\tgood food\n0 bad food\n")
+    with pytest.raises(BenchError, match=r"short_yelp\.valid\.txt: line 2 has no TAB.*label<TAB>text"):
+        data.import_folder("short-yelp", folder, tmp_path / "root")
+
+
+def test_empty_file_and_empty_line(tmp_path):
+    folder = tiny_folder(tmp_path / "in", valid="")
+    with pytest.raises(BenchError, match=r"valid\.txt is empty"):
+        data.import_folder("ptb", folder, tmp_path / "root")
+    tiny_folder(folder, test="a\n   \nb\n")
+    with pytest.raises(BenchError, match=r"test\.txt: line 2 is empty"):
+        data.import_folder("ptb", folder, tmp_path / "root")
+
+
+def test_folder_without_splits_and_not_imported(tmp_path):
+    write(tmp_path / "in" / "notes.txt", "hello\n")
+    with pytest.raises(BenchError, match="holds none of the ptb split files"):
+        data.import_folder("ptb", tmp_path / "in", tmp_path / "root")
+    with pytest.raises(BenchError, match=r"'ptb' is not in .*bench data fetch ptb.*bench data import ptb FOLDER"):
+        data.load_corpus("ptb", tmp_path / "root")
+
+
+def test_missing_split_on_load(tmp_path):
+    write(tmp_path / "in" / "ptb.train.txt", "a b\n")
+    write(tmp_path / "in" / "ptb.test.txt", "a\n")
+    status = data.import_folder("ptb", tmp_path / "in", tmp_path / "root")
+    assert status.missing == ["valid"] and not status.ready
+    with pytest.raises(BenchError, match=r"no valid split .*valid\.txt is missing"):
+        data.load_corpus("ptb", tmp_path / "root")
+
+
+def test_import_keeps_line_ends_exact_and_notes_odd_counts(tmp_path):
+    folder = tiny_folder(tmp_path / "in", train="a b\r\nc\n")
+    status = data.import_folder("ptb", folder, tmp_path / "root")
+    assert "train: 2 lines, the manifest expects 42068" in status.notes
+    corpus = data.load_corpus("ptb", tmp_path / "root")
+    assert corpus.vocab.decode(corpus.splits["train"].sentences[0]) == ["<s>", "a", "b", "</s>"]
+
+
+# ----------------------------------------------------------------------------- vocab, corpus, batches
+
+
+def test_vocab_round_trip_and_specials():
+    vocab = Vocab.build([["the", "cat"], ["a", "<unk>", "the"]])
+    assert vocab.itos[:4] == SPECIALS and vocab.itos[4:] == ["the", "cat", "a"]
+    assert len(vocab) == 7 and vocab.encode(["cat", "dog", "<unk>"]) == [5, UNK, UNK]
+    assert vocab.decode(vocab.encode(["a", "the", "cat"])) == ["a", "the", "cat"]
+    assert vocab.decode(torch.tensor([BOS, 4, EOS])) == ["<s>", "the", "</s>"]
+
+
+def tiny_corpus() -> data.Corpus:
+    lines = {"train": ["a b", "c", "a b c d e", "b", "c d e", "a a a"], "valid": ["a x"], "test": ["b"]}
+    return data.build_corpus("tiny", "ptb", lines, labelled=False)
+
+
+def test_corpus_tensors_checksum_and_truncation():
+    corpus = tiny_corpus()
+    assert corpus.splits["train"].sentences[0].tolist() == [BOS, 4, 5, EOS]
+    assert corpus.splits["valid"].sentences[0].tolist() == [BOS, 4, UNK, EOS]
+    assert corpus.splits["train"].n_predicted_tokens() == (2 + 1 + 5 + 1 + 3 + 3) + 6
+    small = corpus.truncated(max_train=2, max_test=0)
+    assert len(small.splits["train"]) == 2 and len(small.splits["test"]) == 0 and len(small.splits["valid"]) == 1
+    assert small.checksum == corpus.checksum and small.vocab is corpus.vocab
+    assert len(corpus.splits["train"]) == 6  # the original is untouched
+
+
+def test_checksum_depends_on_split_membership():
+    a = {"train": ["x", "y"], "valid": ["z"], "test": ["w"]}
+    b = {"train": ["x"], "valid": ["y", "z"], "test": ["w"]}
+    assert data.text_checksum(a) != data.text_checksum(b)
+    assert data.text_checksum(a) == data.text_checksum({k: list(v) for k, v in a.items()})
+    want = hashlib.sha256(b"#train 2\nx\ny\n#valid 1\nz\n#test 1\nw\n").hexdigest()
+    assert data.text_checksum(a) == want
+
+
+def random_split(n: int = 200, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 9, (n,), generator=g).tolist()
+    return Split("train", [torch.full((t,), i, dtype=torch.long) for i, t in enumerate(lengths)])
+
+
+def test_length_batches_cover_once_without_padding():
+    split = random_split()
+    for gen in (None, torch.Generator().manual_seed(1)):
+        batches = data.length_batches(split, 7, gen)
+        assert all(b.dim() == 2 and 1 <= b.shape[0] <= 7 for b in batches)
+        seen = sorted(int(b[r, 0]) for b in batches for r in range(b.shape[0]))
+        assert seen == list(range(len(split)))  # each sentence exactly once (row value = its index)
+        for b in batches:  # uniform length: every row is its sentence, unpadded
+            assert all(len(split.sentences[int(row[0])]) == b.shape[1] for row in b)
+    plain = data.length_batches(split, 7)
+    assert [b.shape[1] for b in plain] == sorted(b.shape[1] for b in plain)
+    assert [int(b[0, 0]) for b in plain][:1] == [min(i for i, s in enumerate(split.sentences) if len(s) == 3)]
+
+
+def test_length_batches_reproducible_from_generator():
+    split = random_split()
+
+    def order(seed):
+        return [b[:, 0].tolist() for b in data.length_batches(split, 5, torch.Generator().manual_seed(seed))]
+
+    assert order(3) == order(3)
+    assert order(3) != order(4)
+    with pytest.raises(BenchError, match="batch size"):
+        data.length_batches(split, 0)
+
+
+# ------------------------------------------------------------------------------------------ stats
+
+
+def test_corpus_stats_by_hand(tmp_path):
+    # train: 1, 3 and 5 words -> lengths with <s> </s> 3, 5, 7: mean 5, population std sqrt(8/3)
+    folder = tiny_folder(tmp_path / "in", train="a\na b c\nb c d a e\n", valid="a b\nc\n", test="q\n")
+    data.import_folder("ptb", folder, tmp_path / "root")
+    stats = data.corpus_stats("ptb", tmp_path / "root")
+    train = stats["splits"]["train"]
+    assert (train["sentences"], train["tokens"], train["predicted_tokens"]) == (3, 9, 12)
+    assert train["mean_length"] == pytest.approx(5.0) and train["std_length"] == pytest.approx(math.sqrt(8 / 3))
+    assert (train["min_length"], train["max_length"]) == (3, 7)
+    valid = stats["splits"]["valid"]
+    assert valid["mean_length"] == pytest.approx(3.5) and valid["std_length"] == pytest.approx(0.5)
+    assert stats["vocab_size"] == 4 + 5 and stats["paper"]["train"] == 42068
+    assert train["std_length"] == pytest.approx(statistics.pstdev([3, 5, 7]))
+
+
+# ------------------------------------------------------------------------------------------ fetch
+
+
+class RangeServer(ThreadingHTTPServer):
+    payload = b""
+    honour_range = True
+    drop_next = False
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), RangeHandler)
+        self.requests: list[dict] = []
+
+
+class RangeHandler(BaseHTTPRequestHandler):
+    server: RangeServer
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        srv = self.server
+        srv.requests.append(dict(self.headers))
+        data_, start = srv.payload, 0
+        asked = self.headers.get("Range")
+        if asked and srv.honour_range:
+            start = int(asked.removeprefix("bytes=").split("-")[0])
+            if start >= len(data_):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data_)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data_) - 1}/{len(data_)}")
+        else:
+            self.send_response(200)
+        body = data_[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        if srv.drop_next:  # half the body, then the connection goes away
+            srv.drop_next = False
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = RangeServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tf.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+TOY = {"train": b"the cat sat\na dog ran\nthe dog sat down\ncats run\n", "valid": b"a cat\nthe dog\n",
+       "test": b"dogs sat\na cat ran\n"}
+
+
+def toy_manifest(folder: Path, url: str, extra: str = "", members: bool = True) -> None:
+    where = ("[members]\n" + "".join(f'{s} = "./toy/data/toy.{s}.txt"\n' for s in data.SPLITS)) if members else (
+        "[files]\n" + "".join(f'{s} = ["toy.{s}.txt"]\n' for s in data.SPLITS))
+    lines = "[lines]\ntrain = 4\nvalid = 2\ntest = 2\n"
+    write(folder / "toy.toml", f'name = "toy"\nfamily = "ptb"\ndescription = "test corpus"\nurl = "{url}"\n'
+                               f"{extra}{where}{lines}")
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch, server):
+    server.payload = tar_gz({f"./toy/data/toy.{s}.txt": TOY[s] for s in data.SPLITS} | {"./toy/README": b"x\n"})
+    monkeypatch.setenv("BENCH_MANIFESTS", str(tmp_path / "manifests"))
+    url = f"http://127.0.0.1:{server.server_address[1]}/toy.tar.gz"
+    toy_manifest(tmp_path / "manifests", url)
+    return url
+
+
+def test_fetch_resumes_after_dropped_connection(tmp_path, server, toy):
+    root = tmp_path / "root"
+    server.drop_next = True
+    with pytest.raises(BenchError, match=r"connection closed after .* run the same command again to resume"):
+        data.fetch("toy", root)
+    part = root / "toy" / ".download" / "toy.tar.gz.part"
+    half = len(server.payload) // 2
+    assert part.stat().st_size == half
+
+    seen = []
+    status = data.fetch("toy", root, progress=lambda done, total: seen.append((done, total)))
+    assert server.requests[-1]["Range"] == f"bytes={half}-" and server.requests[-1]["If-Range"] == '"v1"'
+    assert seen[-1] == (len(server.payload), len(server.payload))
+    assert status.present == list(data.SPLITS) and status.lines == {"train": 4, "valid": 2, "test": 2}
+    assert not (root / "toy" / ".download").exists()
+    corpus = data.load_corpus("toy", root)
+    assert len(corpus.splits["train"]) == 4 and corpus.vocab.decode(corpus.splits["test"].sentences[0]) == [
+        "<s>", "<unk>", "sat", "</s>"]  # "dogs" is not in train
+    n_requests = len(server.requests)
+    data.fetch("toy", root)  # complete: nothing downloaded
+    assert len(server.requests) == n_requests
+
+
+def test_fetch_restarts_when_server_ignores_range(tmp_path, server, toy, monkeypatch):
+    toy_manifest(tmp_path / "manifests", toy, members=False)  # found by file name this time
+    server.honour_range = False
+    part = write(tmp_path / "root" / "toy" / ".download" / "toy.tar.gz.part", b"garbage-from-another-file")
+    data.fetch("toy", tmp_path / "root")
+    assert server.requests[-1].get("Range") == f"bytes={len(b'garbage-from-another-file')}-"
+    assert not part.exists() and data.dataset_status("toy", tmp_path / "root").missing == []
+
+
+def test_fetch_checksum_mismatch(tmp_path, server, toy):
+    toy_manifest(tmp_path / "manifests", toy, extra=f'sha256 = "{"0" * 64}"\n')
+    got = hashlib.sha256(server.payload).hexdigest()
+    with pytest.raises(BenchError, match=rf"expected sha256 {'0' * 64}, got {got}; delete .*toy\.tar\.gz\.part"):
+        data.fetch("toy", tmp_path / "root")
+    assert data.dataset_status("toy", tmp_path / "root").present == []  # nothing installed
+
+
+def test_fetch_line_count_mismatch(tmp_path, server, toy):
+    server.payload = tar_gz({f"./toy/data/toy.{s}.txt": TOY[s] + b"one more\n" for s in data.SPLITS})
+    with pytest.raises(BenchError, match=r"train split has 5 lines, expected 4"):
+        data.fetch("toy", tmp_path / "root")
+
+
+def test_fetch_unreachable_and_no_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_MANIFESTS", str(tmp_path / "m"))
+    port = free_port()
+    toy_manifest(tmp_path / "m", f"http://127.0.0.1:{port}/toy.tar.gz")
+    with pytest.raises(BenchError, match=rf"cannot download http://127.0.0.1:{port}/toy.tar.gz.*bench data import toy"):
+        data.fetch("toy", tmp_path / "root")
+    monkeypatch.delenv("BENCH_MANIFESTS")
+    with pytest.raises(BenchError, match=r"'snli' has no direct download.*bench data import snli FOLDER"):
+        data.fetch("snli", tmp_path / "root")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound by the OS, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_shared
+def test_ptb_manifest_members_match_the_release_layout(tmp_path, monkeypatch, server):
+    """The real ptb.toml (URL pointed at the local server) finds its files in a simple-examples.tgz."""
+    members = {f"./simple-examples/data/ptb.{s}.txt": (SHARED / "ptb" / f"ptb.{s}.txt").read_bytes()
+               for s in data.SPLITS}
+    server.payload = tar_gz(members | {"./simple-examples/data/ptb.char.train.txt": b"a _ b\n"})
+    text = (data.manifest_dir() / "ptb.toml").read_text()
+    url = f"http://127.0.0.1:{server.server_address[1]}/simple-examples.tgz"
+    text = text.replace("http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz", url)
+    write(tmp_path / "m" / "ptb.toml", text)
+    monkeypatch.setenv("BENCH_MANIFESTS", str(tmp_path / "m"))
+    status = data.fetch("ptb", tmp_path / "root")
+    assert status.lines == {"train": 42068, "valid": 3370, "test": 3761} and status.notes == []

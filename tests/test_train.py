@@ -1,0 +1,180 @@
+"""Trainer and runner: determinism, SIGKILL + resume, NaN guard, decay on plateau."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, replace
+
+import pytest
+import torch
+
+from bench import data, registry
+from bench.config import PROFILES
+from bench.model import GaussianMethod
+from bench.runner import Runner, RunSpec
+from bench.store import RunStore, open_storage
+from bench.train import Trainer, TrainingDiverged, seed_everything
+from methods.vae import VAE
+
+SMOKE = PROFILES["smoke"]
+VAE_SEED0 = RunSpec("synthetic", "smoke", "vae", (), 0)
+
+
+def run_once(root, results, spec=VAE_SEED0, profile=SMOKE):
+    corpus = data.load_corpus("synthetic", root)
+    store = RunStore(open_storage(None, results), "synthetic", profile.name)
+    return Runner(store, corpus, profile, results).run(spec), store
+
+
+def test_same_seed_same_metrics_and_different_seed_differs(synthetic_root, tmp_path):
+    a, _ = run_once(synthetic_root, tmp_path / "a")
+    b, _ = run_once(synthetic_root, tmp_path / "b")
+    c, _ = run_once(synthetic_root, tmp_path / "c", RunSpec("synthetic", "smoke", "vae", (), 1))
+    assert a.status == b.status == "done"
+    assert a.metrics == b.metrics
+    assert a.metrics != c.metrics
+    assert a.run_key == b.run_key != c.run_key
+
+
+def test_second_run_is_cached_and_provenance_is_stored(synthetic_root, tmp_path):
+    first, store = run_once(synthetic_root, tmp_path)
+    again, _ = run_once(synthetic_root, tmp_path)
+    assert again.status == "cached" and again.metrics == first.metrics
+    (trial,) = store.trials()
+    attrs = trial.user_attrs
+    for key in ("run_key", "config", "seed", "data_checksum", "versions", "wall_time_s", "peak_memory_mb",
+                "command", "metrics", "eval_seconds", "eval_sizes", "history"):
+        assert key in attrs, key
+    assert attrs["versions"]["bench"] and attrs["versions"]["torch"]
+    assert attrs["config"]["training"]["max_epochs"] == SMOKE.training.max_epochs
+    assert set(attrs["metrics"]) == {"priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL"}
+
+
+@dataclass(frozen=True)
+class NanParams:
+    """at_step: the training step whose loss becomes NaN."""
+
+    at_step: int = 3
+
+
+class NanVAE(GaussianMethod):
+    """Diverges on purpose."""
+
+    Params = NanParams
+    calls = 0
+
+    def regularizer(self, q, z, x):
+        NanVAE.calls += 1
+        kl = q.kl_to_prior()
+        return kl * float("nan") if NanVAE.calls >= self.params.at_step else kl
+
+
+@pytest.fixture()
+def nan_method():
+    registry.register("nan-vae")(NanVAE)
+    NanVAE.calls = 0
+    yield
+    registry._REGISTRY.pop("nan-vae")
+
+
+def test_nan_loss_marks_the_run_failed_with_its_reason_and_the_sweep_goes_on(synthetic_root, tmp_path,
+                                                                              nan_method):
+    corpus = data.load_corpus("synthetic", synthetic_root)
+    store = RunStore(open_storage(None, tmp_path), "synthetic", "smoke")
+    runner = Runner(store, corpus, SMOKE, tmp_path)
+    bad, good = runner.run_all([RunSpec("synthetic", "smoke", "nan-vae", (("at_step", 3),), 0),
+                                RunSpec("synthetic", "smoke", "vae", (), 0)])
+    assert bad.status == "failed" and "training loss became nan" in bad.reason and "epoch 1" in bad.reason
+    assert good.status == "done"
+    states = sorted(t.state.name for t in store.trials())
+    assert states == ["COMPLETE", "FAIL"]
+    again = runner.run(RunSpec("synthetic", "smoke", "nan-vae", (("at_step", 3),), 0))
+    assert again.status == "failed" and "failed before" in again.reason
+
+
+def test_decay_on_plateau_reloads_best_and_stops_after_max_decays(synthetic_root, tmp_path, monkeypatch):
+    corpus = data.load_corpus("synthetic", synthetic_root).truncated(64, 32, 32)
+    training = replace(SMOKE.training, max_epochs=50, patience=2, decay_from_epoch=3, max_decays=2)
+    seed_everything(0)
+    model = VAE(len(corpus.vocab), SMOKE.backbone)
+    # validation objectives by epoch: best at epoch 2; no decay before epoch 3; plateau of 2 -> decay
+    objectives = iter([5.0, 4.0, 4.5, 4.6, 4.7, 3.0, 3.5, 3.6, 9.9])
+    records, reloaded = [], []
+
+    def on_epoch(record):
+        records.append(record)
+        if "decayed_to" in record:
+            best = torch.load(tmp_path / "best.pt")
+            reloaded.append(all(torch.equal(best[k], v) for k, v in model.state_dict().items()))
+
+    trainer = Trainer(model, corpus, training, 0, tmp_path, on_epoch=on_epoch)
+    monkeypatch.setattr(trainer, "validate", lambda split: {"valid_objective": next(objectives),
+                                                            "valid_rec": 0.0, "valid_kl": 0.0})
+    state = trainer.fit()
+    # epoch 4: two bad epochs (3, 4) since the best (2), epoch >= 3 -> lr 0.25; epoch 6 new best;
+    # epochs 7, 8 bad -> lr 0.125 = second decay -> stop
+    assert [r["epoch"] for r in records if "decayed_to" in r] == [4, 8]
+    assert [r["decayed_to"] for r in records if "decayed_to" in r] == [0.25, 0.125]
+    assert state.finished and state.epoch == 8 and state.decays == 2 and state.best_epoch == 6
+    assert reloaded == [True, True]
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from bench import data
+    from bench.config import PROFILES
+    from bench.runner import Reporter, Runner, RunSpec
+    from bench.store import RunStore, open_storage
+
+    class KillMidEpoch(Reporter):
+        epochs = 0
+        def epoch_done(self, record, max_epochs):
+            self.epochs += 1
+        def train_step(self, step, steps):
+            if self.epochs == 1 and step == 3:  # epoch 2 is under way, epoch 1 checkpointed
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    root, results = Path(sys.argv[1]), Path(sys.argv[2])
+    corpus = data.load_corpus("synthetic", root)
+    store = RunStore(open_storage(None, results), "synthetic", "smoke")
+    Runner(store, corpus, PROFILES["smoke"], results, reporter=KillMidEpoch()).run(
+        RunSpec("synthetic", "smoke", "vae", (), 0))
+""")
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(synthetic_root, tmp_path):
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(synthetic_root), str(tmp_path / "killed")],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    (ckpt,) = (tmp_path / "killed" / "checkpoints").iterdir()
+    assert torch.load(ckpt / "last.pt", weights_only=False)["state"]["epoch"] == 1
+    env = {**os.environ, "BENCH_DATA": str(synthetic_root)}
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--methods", "vae", "--dataset", "synthetic",
+           "--profile", "smoke", "--seeds", "0", "--quiet"]
+    resumed = subprocess.run(cmd + ["--results", str(tmp_path / "killed")], capture_output=True, text=True,
+                             timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1" in resumed.stderr
+    fresh = subprocess.run(cmd + ["--results", str(tmp_path / "fresh")], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert fresh.returncode == 0, fresh.stderr
+    assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "fresh")
+
+
+def _metrics(results):
+    store = RunStore(open_storage(None, results), "synthetic", "smoke")
+    (done,) = [t for t in store.trials() if t.state.name == "COMPLETE"]
+    return json.dumps(done.user_attrs["metrics"], sort_keys=True)
+
+
+def test_trainer_raises_on_nonfinite_validation(synthetic_root, tmp_path):
+    corpus = data.load_corpus("synthetic", synthetic_root).truncated(32, 32, 32)
+    model = VAE(len(corpus.vocab), SMOKE.backbone)
+    trainer = Trainer(model, corpus, SMOKE.training, 0, tmp_path)
+    with torch.no_grad():
+        model.decoder.out.bias.fill_(float("inf"))
+    with pytest.raises(TrainingDiverged, match="validation objective"):
+        trainer.validate(corpus.splits["valid"])
