@@ -7,10 +7,11 @@ What is measured (design.md §2, §5):
   when not registered), at the `quick` backbone (64/128/128, D = 32) and at the paper backbone of
   snli / short-yelp (128/512/512, D = 32), batch B = 32, sequence length T = 11 and T = 82 (T counts
   the whole sentence tensor, <s> and </s> included), vocabulary 10,000, random token batches.
-  After warm-up, the methods are timed round-robin (one step of each per repeat), so a change of
-  machine load hits every method alike; the median over repeats is reported. torch's thread count
-  is left at its default.
-* the ratio of every method's step to vae's in the same configuration (the DG regularizer's cost).
+  After warm-up, the methods are timed round-robin (one step of each per repeat, the order rotated
+  every repeat), so a change of machine load hits every method alike; the median over repeats is
+  reported. torch's thread count is left at its default.
+* the ratio of every method's step to vae's in the same configuration (the DG regularizer's cost):
+  the median over repeats of the paired ratio (the two steps timed in the same round).
 * the DG term alone at B = |b| = M = D = 32: ms for forward + backward, and its peak memory, both
   MEASURED (torch.profiler with profile_memory=True: the running sum of every operator's self
   allocation, in start-time order, maximised; operator granularity) and ANALYTIC (its largest
@@ -100,17 +101,17 @@ def time_steps(methods: Sequence[str], config: PerfConfig, repeats: int = 5, war
         for _, model, opt in setups:
             step(model, opt)
     times: dict[str, list[float]] = {name: [] for name, _, _ in setups}
-    for _ in range(repeats):
-        for name, model, opt in setups:
+    for r in range(repeats):
+        for name, model, opt in setups[r % len(setups):] + setups[: r % len(setups)]:  # rotate the order
             times[name].append(step(model, opt))
     rows = []
-    base = statistics.median(times["vae"]) if "vae" in times else None
     for name, ts in times.items():
-        med = statistics.median(ts)
+        # the ratio to vae: median over repeats of the paired ratio (both timed in the same round)
+        ratio = statistics.median(t / v for t, v in zip(ts, times["vae"])) if "vae" in times else float("nan")
         rows.append({
             "kind": "step", "config": config.label, "backbone": config.sizes, "T": config.seq_len, "B": batch,
-            "method": name, "ms_per_step": 1e3 * med, "ms_min": 1e3 * min(ts),
-            "x_vae": med / base if base else float("nan"), "repeats": repeats,
+            "method": name, "ms_per_step": 1e3 * statistics.median(ts), "ms_min": 1e3 * min(ts),
+            "x_vae": ratio, "repeats": repeats,
         })
     return rows
 

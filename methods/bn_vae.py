@@ -1,5 +1,5 @@
 """BN-VAE (Zhu, Bi, Liu, Ma, Li & Wu 2020, "A Batch Normalized Inference Network Keeps the KL
-Vanishing Away", Sec. 3.2-3.3).
+Vanishing Away").
 
 The posterior mean passes through batch normalisation whose scale is FIXED to gamma and whose bias
 beta is learned:
@@ -7,7 +7,7 @@ beta is learned:
     mu_i = gamma (a_i - mean_batch(a_i)) / sqrt(var_batch(a_i) + eps) + beta_i
 
 In training mode (batch statistics) the batch mean of mu_i^2 is gamma^2 + beta_i^2 (times
-var / (var + eps)), so the expected KL over the batch is bounded below (their Sec. 3.3):
+var / (var + eps)), so the expected KL over the batch is bounded below (their central argument):
 
     E_batch[KL] = 1/2 sum_i E[mu_i^2 + sigma_i^2 - ln sigma_i^2 - 1] >= D gamma^2 / 2,
 

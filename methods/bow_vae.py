@@ -1,5 +1,5 @@
 """VAE with a bag-of-words loss on z (Zhao, Zhao & Eskenazi 2017, "Learning Discourse-level
-Diversity for Neural Dialog Models using Conditional VAEs", Sec. 3.2, Eq. 4-5).
+Diversity for Neural Dialog Models using Conditional VAEs", the bag-of-words loss of Sec. 3).
 
 An auxiliary network f predicts, from z alone and without word order, every target token:
 
@@ -9,7 +9,7 @@ over the T target tokens x_1..x_T (`</s>` included, `<s>` excluded, as in the re
 Because the decoder cannot help with this loss, z must carry the sentence's content, which counters
 posterior collapse. L_bow is a gradient-only term (`auxiliary_loss`): it is added to the training
 loss unweighted and never enters the reported losses or the validation objective. The hidden layer
-(D units, sigmoid) follows the task's specification; the mean over tokens (rather than Zhao et al.'s
+(D units, sigmoid) follows this benchmark's specification; the mean over tokens (rather than Zhao et al.'s
 sum) keeps the term's scale independent of sentence length.
 """
 

@@ -1,5 +1,5 @@
 """Skip-VAE (Dieng, Kim, Rush & Blei 2019, "Avoiding Latent Variable Collapse with Generative Skip
-Models", Sec. 3, Eq. 6-7).
+Models", the skip generative model).
 
 The ELBo is unchanged; the generative model gets a skip connection from z to the output layer: the
 vocabulary classifier reads [h_t ; z] instead of h_t, so z influences every token's distribution

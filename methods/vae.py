@@ -2,12 +2,12 @@
 
 - `vae` (Bowman et al. 2016): loss = E_q[-log p(x|z)] + w(t) KL(q(z|x) || p(z)), w(t) rising
   linearly from 0 to 1 over the first `anneal_epochs` epochs (10 in the paper profile).
-- `cyclic-vae` (Fu et al. 2019, "Cyclical Annealing Schedule", Eq. 3 with R = 0.5): the same
+- `cyclic-vae` (Fu et al. 2019, "Cyclical Annealing Schedule", the schedule with R = 0.5): the same
   ELBo, but w(t) restarts every cycle: it rises linearly for half a cycle and is held at 1 for the
   other half. The paper protocol's cycle is 20 epochs (rise 10, hold 10); the cycle scales with the
   profile's `anneal_epochs` (rise = anneal_epochs epochs, period = 2 anneal_epochs epochs), so the
   `quick` and `smoke` profiles keep the same shape.
-- `beta-vae` (Higgins et al. 2017, Eq. 4): the KL term weighted by beta; with beta < 1 the
+- `beta-vae` (Higgins et al. 2017, the beta-VAE objective): the KL term weighted by beta; with beta < 1 the
   encoder is allowed more rate. The regularizer *is* beta * KL, so the method's own validation
   objective is rec + beta KL. KL annealing applies on top, as for every method.
 """
