@@ -17,8 +17,9 @@ from bench.config import PROFILES, get_profile
 from bench.errors import BenchError
 from bench.runner import Reporter, Runner, RunOutcome, expand, parse_overrides, parse_seeds
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Labels such as `bn-vae[gamma=0.6]` contain brackets: markup is off for everything we print.
+out = Console(highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
 
 
 def results_dir(args) -> Path:
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BenchError as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        err.print(f"error: {exc}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted: finished runs are stored; run the same command again to resume")

@@ -116,7 +116,7 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             "quick",
-            Training(max_epochs=8, anneal_epochs=3, patience=2, decay_from_epoch=4, max_decays=2),
+            Training(max_epochs=12, anneal_epochs=4, patience=2, decay_from_epoch=6, max_decays=2),
             Evaluation(ll_samples_per_component=8, iw_samples=50, mi_samples=4, max_test=1000),
             Backbone(64, 128, 128, latent_dim=32),
             "minutes per run on 2 CPU cores; real text via the *-mini datasets",
