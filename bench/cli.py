@@ -285,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     storage_options(p)
     p.set_defaults(func=cmd_leaderboard)
 
+    # `bench perf ...` is handed whole to bench.perf's own parser (see main)
+    sub.add_parser("perf", help="training-step throughput and regularizer cost (bench perf --help)",
+                   add_help=False)
+
     p = sub.add_parser("data", help="dataset manifests: list, fetch, import, stats")
     dsub = p.add_subparsers(dest="data_command", required=True)
     dsub.add_parser("list", help="every manifest with its status").set_defaults(func=cmd_data_list)
@@ -303,8 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["perf"]:
+            from bench import perf
+
+            return perf.main(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except BenchError as exc:
         err.print(f"error: {exc}", soft_wrap=True)

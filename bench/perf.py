@@ -2,28 +2,31 @@
 
 What is measured (design.md §2, §5):
 
-* ms per training step (zero_grad, forward, backward, gradient clipping at 5, SGD step) for vae,
-  bn-vae, vmf-vae, dg-vae (default agg: the whole batch is one group) and dg-vmf-vae (each skipped
-  when not registered), at the `quick` backbone (64/128/128, D = 32) and at the paper backbone of
+* ms per training step (zero_grad, forward, backward, gradient clipping at 5, SGD step) of the
+  methods named by --methods (default: every registered method; each at its default setting), at
+  the `quick` backbone (64/128/128, D = 32) and at the paper backbone of
   snli / short-yelp (128/512/512, D = 32), batch B = 32, sequence length T = 11 and T = 82 (T counts
   the whole sentence tensor, <s> and </s> included), vocabulary 10,000, random token batches.
   After warm-up, the methods are timed round-robin (one step of each per repeat, the order rotated
   every repeat), so a change of machine load hits every method alike; the median over repeats is
   reported. torch's thread count is left at its default.
-* the ratio of every method's step to vae's in the same configuration (the DG regularizer's cost):
-  the median over repeats of the paired ratio (the two steps timed in the same round).
-* the DG term alone at B = |b| = M = D = 32: ms for forward + backward, and its peak memory, both
-  MEASURED (torch.profiler with profile_memory=True: the running sum of every operator's self
-  allocation, in start-time order, maximised; operator granularity) and ANALYTIC (its largest
-  intermediate, the B |b| M D table of log-densities, float32).
+* the ratio of every method's step to the --baseline method's (default: the first of --methods) in
+  the same configuration: the median over repeats of the paired ratio (both timed in one round).
+* each method's regularizer alone (forward + backward through the posterior parameters) at B = 32,
+  D = 32 on random encoder outputs: ms, and its peak memory MEASURED (torch.profiler with
+  profile_memory=True: the running sum of every operator's self allocation, in start-time order,
+  maximised; operator granularity; on CUDA max_memory_allocated). For dg-vae at its defaults this is
+  the DG term at B = |b| = M = D = 32.
 
-Run: `python -m bench.perf [--repeats N] [--quick] [--device cpu|cuda]`.
+Run: `bench perf --methods vae,bn-vae,vmf-vae,dg-vae,dg-vmf-vae [--repeats N] [--quick] [--device cuda]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +37,6 @@ from tabulate import tabulate
 from bench import registry
 from bench.config import Backbone
 
-METHODS = ("vae", "bn-vae", "vmf-vae", "dg-vae", "dg-vmf-vae")
 QUICK_BACKBONE = Backbone(64, 128, 128, 32)
 PAPER_BACKBONE = Backbone(128, 512, 512, 32)  # snli, short-yelp
 VOCAB = 10_000
@@ -76,8 +78,9 @@ def random_batch(seq_len: int, batch: int = BATCH, vocab: int = VOCAB, seed: int
 
 def time_steps(methods: Sequence[str], config: PerfConfig, repeats: int = 5, warmup: int = 2,
                batch: int = BATCH, vocab: int = VOCAB, device: torch.device | str = "cpu",
-               kl_weight: float = 0.5, clip: float = 5.0) -> list[dict]:
+               kl_weight: float = 0.5, clip: float = 5.0, baseline: str | None = None) -> list[dict]:
     """Median ms per training step of each method on one configuration, timed round-robin."""
+    baseline = baseline or methods[0]
     device = torch.device(device)
     x = random_batch(config.seq_len, batch, vocab, device=device)
     setups = []
@@ -106,30 +109,33 @@ def time_steps(methods: Sequence[str], config: PerfConfig, repeats: int = 5, war
             times[name].append(step(model, opt))
     rows = []
     for name, ts in times.items():
-        # the ratio to vae: median over repeats of the paired ratio (both timed in the same round)
-        ratio = statistics.median(t / v for t, v in zip(ts, times["vae"])) if "vae" in times else float("nan")
+        # median over repeats of the paired ratio (both timed in the same round)
+        ratio = statistics.median(t / v for t, v in zip(ts, times[baseline])) if baseline in times else math.nan
         rows.append({
             "kind": "step", "config": config.label, "backbone": config.sizes, "T": config.seq_len, "B": batch,
             "method": name, "ms_per_step": 1e3 * statistics.median(ts), "ms_min": 1e3 * min(ts),
-            "x_vae": ratio, "repeats": repeats,
+            "ratio": ratio, "baseline": baseline, "repeats": repeats,
         })
     return rows
 
 
-def dg_term(batch: int = 32, agg: int | None = 32, m: int = 32, dim: int = 32, repeats: int = 20,
-            device: torch.device | str = "cpu") -> dict:
-    """The DG regularizer alone (forward + backward): median ms and peak memory, measured and analytic."""
+def regularizer_term(method: str, batch: int = BATCH, dim: int = 32, repeats: int = 20,
+                     device: torch.device | str = "cpu") -> dict:
+    """One method's regularizer alone, forward + backward to the encoder output: median ms and
+    measured peak memory, on random encoder outputs h ~ N(0, 1) of a batch of `batch`."""
     from torch.profiler import ProfilerActivity, profile
 
-    from methods.dg_vae import density_gap_kl
-
     device = torch.device(device)
-    gen = torch.Generator().manual_seed(0)
-    loc = torch.randn(batch, dim, generator=gen).to(device).requires_grad_(True)
-    logvar = torch.randn(batch, dim, generator=gen).to(device).requires_grad_(True)
+    spec = registry.get(method)
+    torch.manual_seed(0)
+    model = spec.cls(50, Backbone(8, 8, 8, dim), spec.resolve()).to(device).train()
+    x = random_batch(5, batch, 50, device=device)
+    h = torch.randn(batch, model.encoder_out_dim(dim), generator=torch.Generator().manual_seed(0))
+    h = h.to(device).requires_grad_(True)
 
     def once():
-        density_gap_kl(loc, torch.exp(0.5 * logvar), agg, m).backward()
+        q = model.posterior(h)
+        model.regularizer(q, q.rsample(1)[0], x).sum().backward()
 
     for _ in range(3):
         once()
@@ -140,43 +146,32 @@ def dg_term(batch: int = 32, agg: int | None = 32, m: int = 32, dim: int = 32, r
         once()
         _sync(device)
         times.append(time.perf_counter() - start)
-
-    group = batch if agg is None else min(agg, batch)
-    analytic = batch * group * m * dim * 4  # the [B/|b|, D, |b| M, |b|] log-density table, float32
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         once()
         torch.cuda.synchronize(device)
         measured, how = torch.cuda.max_memory_allocated(device) - before, "torch.cuda.max_memory_allocated"
     else:
-        activities = [ProfilerActivity.CPU]
-        with profile(activities=activities, profile_memory=True) as prof:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             once()
-        live = peak = 0
+        live = measured = 0
         for event in sorted(prof.events(), key=lambda e: e.time_range.start):
             live += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
-            peak = max(peak, live)
-        measured, how = peak, "torch.profiler self-memory timeline (operator granularity)"
-    return {
-        "kind": "dg-term", "B": batch, "agg": group, "M": m, "D": dim, "ms_fwd_bwd": 1e3 * statistics.median(times),
-        "peak_MiB_measured": measured / 2**20, "largest_intermediate_MiB": analytic / 2**20, "measured_by": how,
-    }
+            measured = max(measured, live)
+        how = "torch.profiler self-memory timeline (operator granularity)"
+    return {"kind": "regularizer", "method": method, "setting": spec.resolve(), "B": batch, "D": dim,
+            "ms_fwd_bwd": 1e3 * statistics.median(times), "peak_MiB_measured": measured / 2**20,
+            "measured_by": how}
 
 
-def run(repeats: int = 5, quick: bool = False, device: str = "cpu", warmup: int = 2,
-        methods: Sequence[str] = METHODS) -> list[dict]:
-    """Every configuration's step rows, then the DG term's row. Unregistered methods are skipped."""
-    known = set(registry.names())
-    chosen = [m for m in methods if m in known]
+def run(methods: Sequence[str], repeats: int = 5, quick: bool = False, device: str = "cpu", warmup: int = 2,
+        baseline: str | None = None) -> list[dict]:
+    """Every configuration's step rows, then each method's regularizer row."""
     rows: list[dict] = []
     for config in configs(quick):
-        rows += time_steps(chosen, config, repeats=repeats, warmup=warmup, device=device)
-    rows.append(dg_term(repeats=max(repeats, 5), device=device))
-    skipped = [m for m in methods if m not in known]
-    if skipped:
-        rows.append({"kind": "skipped", "methods": ", ".join(skipped)})
+        rows += time_steps(methods, config, repeats=repeats, warmup=warmup, device=device, baseline=baseline)
+    rows += [regularizer_term(m, repeats=max(repeats, 5), device=device) for m in methods]
     return rows
 
 
@@ -192,23 +187,23 @@ def format_table(rows: list[dict]) -> str:
             line = [key[0], key[1], key[2]]
             for name in methods:
                 r = cells.get(name)
-                line.append(f"{r['ms_per_step']:.1f} ({r['x_vae']:.3f}x)" if r else "-")
+                line.append(f"{r['ms_per_step']:.1f} ({r['ratio']:.3f}x)" if r else "-")
             table.append(line)
-        parts.append("ms per training step, median (ratio to vae), B = 32, V = 10000\n"
+        parts.append(f"ms per training step, median (ratio to {steps[0]['baseline']}), B = 32, V = {VOCAB}\n"
                      + tabulate(table, headers=["config", "emb/enc/dec/D", "T", *methods]))
-    for r in rows:
-        if r["kind"] == "dg-term":
-            parts.append(
-                f"DG term alone, B = |b| = M = D = {r['B']}: {r['ms_fwd_bwd']:.2f} ms forward + backward; "
-                f"peak memory {r['peak_MiB_measured']:.2f} MiB measured ({r['measured_by']}), "
-                f"largest intermediate {r['largest_intermediate_MiB']:.2f} MiB (analytic)")
-        elif r["kind"] == "skipped":
-            parts.append(f"not registered, skipped: {r['methods']}")
+    regs = [r for r in rows if r["kind"] == "regularizer"]
+    if regs:
+        parts.append(f"regularizer alone, forward + backward, B = {regs[0]['B']}, D = {regs[0]['D']} "
+                     f"(peak memory: {regs[0]['measured_by']})\n" + tabulate(
+                         [[r["method"], r["setting"], f"{r['ms_fwd_bwd']:.2f}", f"{r['peak_MiB_measured']:.2f}"]
+                          for r in regs], headers=["method", "setting", "ms", "peak MiB"]))
     return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench perf", description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="all", help="`all` or comma-separated names (default setting each)")
+    parser.add_argument("--baseline", help="ratios are to this method's step (default: the first of --methods)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per method and config (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method and config")
     parser.add_argument("--quick", action="store_true", help="the quick backbone only")
@@ -216,8 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
-    rows = run(repeats=args.repeats, quick=args.quick, device=args.device, warmup=args.warmup)
-    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
+    methods = [m.name for m in registry.select(args.methods)]
+    if args.baseline:
+        registry.get(args.baseline)
+        methods = [args.baseline] + [m for m in methods if m != args.baseline]
+    rows = run(methods, repeats=args.repeats, quick=args.quick, device=args.device, warmup=args.warmup)
+    print(f"bench perf on {args.device}: torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"command: bench perf {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(format_table(rows))
     return 0
 
