@@ -123,6 +123,7 @@ def cmd_run(args) -> int:
     from bench.store import RunStore, open_storage
 
     profile = get_profile(args.profile)
+    check_device(args.device)
     seeds = parse_seeds(args.seeds)
     methods = registry.select(args.methods)
     specs = expand(methods, args.dataset, profile.name, args.grid, seeds, parse_overrides(args.set or []))
@@ -139,6 +140,19 @@ def cmd_run(args) -> int:
     else:
         outcomes = runner.run_all(specs)
     return summarise(outcomes)
+
+
+def check_device(name: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BenchError(f"unknown --device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {name}: no CUDA device is visible here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BenchError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
 
 
 def summarise(outcomes: list[RunOutcome]) -> int:

@@ -56,6 +56,7 @@ def test_methods_lists_vae(capsys):
          "unknown hyperparameter of vae 'beta'"),
         (["run", "--methods", "vae", "--dataset", "ptb", "--profile", "smoke"], "bench data import ptb"),
         (["leaderboard", "--dataset", "synthetic", "--format", "md"], "no runs stored"),
+        (["run", "--methods", "vae", "--dataset", "synthetic", "--device", "gpu0"], "unknown --device 'gpu0'"),
         (["data", "import", "ptb", "/no/such/folder"], "/no/such/folder"),
         (["data", "stats", "nope"], "unknown dataset 'nope'"),
     ],

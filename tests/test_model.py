@@ -2,17 +2,15 @@ import torch
 
 from bench.config import Backbone
 from bench.model import Decoder, LossTerms
+from bench.perf import random_batch
 from bench.posterior import DiagGaussian
 from methods.vae import VAE
 
 BB = Backbone(8, 12, 12, latent_dim=4)
 
 
-def sentences(b=3, t=6, v=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(4, v, (b, t), generator=g)
-    x[:, 0], x[:, -1] = 1, 2
-    return x
+def sentences(b=3, t=6):
+    return random_batch(t, b, vocab=20)
 
 
 def test_decoder_log_prob_is_chunk_invariant_and_matches_a_manual_loop():

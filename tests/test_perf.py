@@ -16,7 +16,9 @@ def test_step_rows_ratio_and_regularizer_on_a_tiny_config():
     assert rows[0]["ratio"] == 1.0 and math.isfinite(rows[1]["ratio"]) and rows[1]["baseline"] == "vae"
     reg = perf.regularizer_term("dg-vae", batch=8, dim=4, repeats=1)
     assert reg["peak_MiB_measured"] > 0 and reg["ms_fwd_bwd"] > 0
-    table = perf.format_table(rows + [reg])
+    constant = perf.regularizer_term("vmf-vae", batch=8, dim=4, repeats=1)  # no gradient to take
+    assert constant["ms_fwd_bwd"] > 0
+    table = perf.format_table(rows + [reg, constant])
     assert "dg-vae" in table and "regularizer alone" in table
 
 

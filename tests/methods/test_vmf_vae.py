@@ -6,17 +6,15 @@ import torch
 from bench import metrics, registry
 from bench.config import Backbone
 from bench.errors import BenchError
+from bench.perf import random_batch
 from bench.posterior import UniformSphere, VonMisesFisher
 from methods.vmf_vae import VMFVAE, VMFParams
 
 BB = Backbone(8, 12, 12, latent_dim=5)
 
 
-def sentences(b=4, t=6, v=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(4, v, (b, t), generator=g)
-    x[:, 0], x[:, -1] = 1, 2
-    return x
+def sentences(b=4, t=6):
+    return random_batch(t, b, vocab=20)
 
 
 def test_registered_with_the_paper_grid_and_checked_params():
