@@ -114,7 +114,8 @@ def cmd_methods(args) -> int:
         spec = registry.get(name)
         grid = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in spec.grid.items()) or "-"
         defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
-        table.add_row(name, spec.summary, grid, defaults, "yes" if spec.search else "-")
+        space = "; ".join(f"{k}: {v}" for k, v in spec.search_space().items()) or "-"
+        table.add_row(name, spec.summary, grid, defaults, space)
     out.print(table)
     return 0
 

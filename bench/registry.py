@@ -47,6 +47,14 @@ class MethodSpec:
         except (ValueError, TypeError) as exc:
             raise BenchError(f"bad hyperparameter for {self.name}: {exc}") from None
 
+    def search_space(self) -> dict[str, str]:
+        """The Optuna search space, described: {"gamma": "float in [0.3, 2.0]", ...}."""
+        if self.search is None:
+            return {}
+        recorder = _SpaceRecorder()
+        self.search(recorder)
+        return recorder.space
+
     def settings(self, grid: str = "paper") -> list[dict[str, Any]]:
         """The hyperparameter settings to run: the cartesian product of the paper grid, or defaults."""
         if grid == "default" or not self.grid:
@@ -67,6 +75,27 @@ def _coerce(value: Any, target: type) -> Any:
         except ValueError:
             continue
     raise BenchError(f"cannot read {value!r} as {target.__name__}")
+
+
+class _SpaceRecorder:
+    """Stands in for an optuna.Trial to read a search-space function without running a study."""
+
+    def __init__(self):
+        self.space: dict[str, str] = {}
+
+    def _range(self, kind, name, low, high, step, log):
+        self.space[name] = f"{kind} in [{low}, {high}]" + (" (log)" if log else "") + (f" step {step}" if step else "")
+        return low
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        return self._range("float", name, low, high, step, log)
+
+    def suggest_int(self, name, low, high, *, step=1, log=False):
+        return self._range("int", name, low, high, None if step == 1 else step, log)
+
+    def suggest_categorical(self, name, choices):
+        self.space[name] = "one of " + " ".join(map(str, choices))
+        return choices[0]
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

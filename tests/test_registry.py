@@ -74,3 +74,44 @@ def test_select_all_and_lists():
     assert [m.name for m in registry.select("vae, vae")] == ["vae"]
     with pytest.raises(BenchError, match="--methods is empty"):
         registry.select(" , ")
+
+
+PLUGIN = '''
+from bench.model import GaussianMethod
+from bench.registry import register
+
+
+@register("plugin-vae")
+class PluginVAE(GaussianMethod):
+    """A method shipped by another package."""
+'''
+
+
+def test_a_method_from_an_installed_package_appears_through_the_entry_point(tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    (tmp_path / "someones_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = EntryPoint(name="plugin", value="someones_plugin", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [point] if group == point.group else [])
+    monkeypatch.setattr(registry, "_discovered", False)
+    try:
+        assert "plugin-vae" in registry.names() and "vae" in registry.names()
+        assert registry.get("plugin-vae").summary == "A method shipped by another package."
+    finally:
+        registry._REGISTRY.pop("plugin-vae", None)
+
+
+def test_a_broken_plugin_is_named(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    point = EntryPoint(name="broken", value="no_such_module_xyz", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [point])
+    monkeypatch.setattr(registry, "_discovered", False)
+    with pytest.raises(BenchError, match="cannot load method plug-in 'broken'"):
+        registry.names()
+
+
+def test_search_space_is_described_without_a_study(toy):
+    assert toy.search_space() == {}
+    assert registry.get("bn-vae").search_space() == {"gamma": "float in [0.3, 2.0]"}
