@@ -185,7 +185,9 @@ def cmd_leaderboard(args) -> int:
     texts = []
     for p in profiles:
         board = Leaderboard.from_runs(runs_frame(RunStore(storage, args.dataset, p)), f"{args.dataset} / {p}")
-        texts.append(board.render(args.format))
+        text = board.render(args.format)
+        # several profiles in one markdown output: a heading tells the tables apart
+        texts.append(f"### {board.title}\n\n{text}" if args.format == "md" and len(profiles) > 1 else text)
     text = "\n".join(texts)
     if args.output:
         Path(args.output).write_text(text)
