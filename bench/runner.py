@@ -188,7 +188,8 @@ class Runner:
             trainer = Trainer(model, self.corpus, self.profile.training, spec.seed, workdir, self.device,
                               on_step=self.reporter.train_step,
                               on_epoch=lambda record: self.reporter.epoch_done(record, max_epochs))
-            resumed = trainer.last_state_epoch()
+            model.to(self.device)
+            resumed = trainer.resume()
             self.reporter.run_started(spec, index, total, resumed)
             state = trainer.fit()
             result = evaluate(model, self.corpus.splits["test"], self.profile.evaluation, spec.seed,

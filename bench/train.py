@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bench.config import Training
-from bench.data import Corpus, Split, length_batches
+from bench.data import Corpus, Split, length_batch_indices, length_batches
 from bench.model import Method
 
 
@@ -103,6 +103,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(model.parameters(), lr=training.lr)
         self.data_rng = torch.Generator().manual_seed(seed)
         self.state = TrainState(lr=training.lr)
+        self._resumed = False
 
     @property
     def last_path(self) -> Path:
@@ -112,19 +113,27 @@ class Trainer:
     def best_path(self) -> Path:
         return self.workdir / "best.pt"
 
-    def last_state_epoch(self) -> int:
-        """Finished epochs recorded in `last.pt` (0 for a fresh run)."""
+    def resume(self) -> int:
+        """Restore weights, optimizer, trainer state and RNG states from `last.pt` if it exists;
+        returns the number of finished epochs (0 for a fresh run). `fit` calls it when needed."""
+        self._resumed = True
         if not self.last_path.exists():
             return 0
-        return torch.load(self.last_path, map_location="cpu", weights_only=False)["state"]["epoch"]
+        ckpt = torch.load(self.last_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state = TrainState(**ckpt["state"])
+        _set_rng_state(ckpt["rng"], self.data_rng)
+        return self.state.epoch
 
     def steps_per_epoch(self) -> int:
-        return len(length_batches(self.corpus.splits["train"], self.training.batch_size))
+        lengths = [len(s) for s in self.corpus.splits["train"].sentences]
+        return len(length_batch_indices(lengths, self.training.batch_size))
 
     def fit(self) -> TrainState:
         self.model.to(self.device)
-        if self.last_path.exists():
-            self._resume()
+        if not self._resumed:
+            self.resume()
         steps_per_epoch = self.steps_per_epoch()
         while not self.state.finished:
             started = time.perf_counter()
@@ -208,10 +217,3 @@ class Trainer:
             },
             self.last_path,
         )
-
-    def _resume(self) -> None:
-        ckpt = torch.load(self.last_path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.state = TrainState(**ckpt["state"])
-        _set_rng_state(ckpt["rng"], self.data_rng)
