@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,8 @@ class MethodSpec:
         for key in overrides:
             if key not in fields:
                 raise unknown(f"hyperparameter of {self.name}", key, list(fields) or ["(none)"])
-        values = {k: _coerce(v, type(self.defaults[k])) for k, v in overrides.items()}
+        defaults = self.defaults
+        values = {k: _coerce(v, type(defaults[k])) for k, v in overrides.items()}
         try:
             return self.cls.Params(**values)
         except (ValueError, TypeError) as exc:
@@ -63,6 +65,29 @@ class MethodSpec:
             raise BenchError(f"unknown grid {grid!r}: use --grid paper or --grid default")
         keys = sorted(self.grid)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def check_number(name: str, value: Any, low: float, high: float = math.inf, *,
+                 low_inclusive: bool = False) -> None:
+    """Raise ValueError unless value is a real number (not a bool) in the domain: finite, above `low`
+    (or equal with low_inclusive) and at most `high`. The message names the field and the domain."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if low_inclusive else value > low) and value <= high
+    if not ok:
+        if math.isinf(high):
+            domain = f"a finite number {'>=' if low_inclusive else '>'} {low:g}"
+        else:
+            domain = f"a number in {'[' if low_inclusive else '('}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be {domain}, got {value!r}")
+
+
+def check_count(name: str, value: Any, *, or_default: bool = False) -> None:
+    """Raise ValueError unless value is an integer >= 1 (or the string "default" with or_default)."""
+    if or_default and value == "default":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        alternative = " or 'default'" if or_default else ""
+        raise ValueError(f"{name} must be an integer >= 1{alternative}, got {value!r}")
 
 
 def _coerce(value: Any, target: type) -> Any:

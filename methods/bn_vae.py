@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from bench.config import Backbone
 from bench.model import GaussianMethod
 from bench.posterior import DiagGaussian, Posterior
-from bench.registry import register
+from bench.registry import check_number, register
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,7 @@ class BNParams:
     gamma: float = 0.6
 
     def __post_init__(self):
-        ok = not isinstance(self.gamma, bool) and isinstance(self.gamma, (int, float))
-        if not (ok and 0 < self.gamma < float("inf")):
-            raise ValueError(f"gamma must be a finite number > 0, got {self.gamma!r}")
+        check_number("gamma", self.gamma, 0)
 
 
 @register("bn-vae", grid={"gamma": [0.6, 0.7, 0.9, 1.2, 1.5, 1.8]},

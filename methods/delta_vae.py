@@ -37,7 +37,7 @@ from torch import Tensor
 
 from bench.model import GaussianMethod
 from bench.posterior import DiagGaussian, Posterior
-from bench.registry import register
+from bench.registry import check_number, register
 
 MAX_DELTA = 20.0
 
@@ -58,9 +58,7 @@ class DeltaParams:
     delta: float = 0.15
 
     def __post_init__(self):
-        ok = not isinstance(self.delta, bool) and isinstance(self.delta, (int, float))
-        if not (ok and 0 < self.delta <= MAX_DELTA):
-            raise ValueError(f"delta must be a number in (0, {MAX_DELTA:g}], got {self.delta!r}")
+        check_number("delta", self.delta, 0, MAX_DELTA)
 
 
 @register("delta-vae", grid={"delta": [0.15]},

@@ -52,7 +52,7 @@ from torch.autograd.function import once_differentiable
 
 from bench.model import GaussianMethod, LossTerms
 from bench.posterior import Posterior
-from bench.registry import register
+from bench.registry import check_count, register
 
 
 class _LogMixture(torch.autograd.Function):
@@ -157,12 +157,8 @@ class DGParams:
     m: int = 32
 
     def __post_init__(self):
-        agg_ok = self.agg == "default" or (isinstance(self.agg, int) and not isinstance(self.agg, bool)
-                                           and self.agg >= 1)
-        if not agg_ok:
-            raise ValueError(f"agg must be an integer >= 1 or 'default', got {self.agg!r}")
-        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
-            raise ValueError(f"m must be an integer >= 1, got {self.m!r}")
+        check_count("agg", self.agg, or_default=True)
+        check_count("m", self.m)
 
 
 @register("dg-vae", grid={"agg": [1, 2, 4, 8, 16, 32, "default"]},

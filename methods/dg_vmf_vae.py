@@ -24,7 +24,7 @@ from torch import Tensor
 
 from bench.model import LossTerms
 from bench.posterior import Posterior, VonMisesFisher, log_sphere_area
-from bench.registry import register
+from bench.registry import check_count, register
 from methods.vmf_vae import KAPPA_GRID, VMFMethod, VMFParams
 
 
@@ -74,11 +74,8 @@ class DGVMFParams(VMFParams):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1:
-            raise ValueError(f"m must be an integer >= 1; got {self.m!r}")
-        if self.agg != "default" and (isinstance(self.agg, bool) or not isinstance(self.agg, int)
-                                      or self.agg < 1):
-            raise ValueError(f"agg must be 'default' or an integer >= 1; got {self.agg!r}")
+        check_count("m", self.m)
+        check_count("agg", self.agg, or_default=True)
 
 
 @register("dg-vmf-vae", grid={"kappa": KAPPA_GRID},

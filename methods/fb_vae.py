@@ -13,14 +13,13 @@ validation objective is rec + reg (the clipped sum).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import Tensor
 
 from bench.model import GaussianMethod
 from bench.posterior import Posterior
-from bench.registry import register
+from bench.registry import check_number, register
 
 
 @dataclass(frozen=True)
@@ -31,9 +30,7 @@ class FreeBitsParams:
     free_bits: float = 4.0
 
     def __post_init__(self):
-        ok = not isinstance(self.free_bits, bool) and isinstance(self.free_bits, (int, float))
-        if not (ok and math.isfinite(self.free_bits) and self.free_bits >= 0):
-            raise ValueError(f"free_bits (lambda) must be a finite number >= 0, got {self.free_bits!r}")
+        check_number("free_bits (lambda)", self.free_bits, 0, low_inclusive=True)
 
 
 @register("fb-vae", grid={"free_bits": [4, 9, 16, 25, 36, 49]},

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -23,7 +22,7 @@ from bench import schedules
 from bench.config import Training
 from bench.model import GaussianMethod
 from bench.posterior import Posterior
-from bench.registry import register
+from bench.registry import check_number, register
 
 
 @register("vae")
@@ -49,9 +48,7 @@ class BetaParams:
     beta: float = 0.2
 
     def __post_init__(self):
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta) \
-                or self.beta < 0:
-            raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
+        check_number("beta", self.beta, 0, low_inclusive=True)
 
 
 @register("beta-vae", grid={"beta": [0.0, 0.1, 0.2, 0.4, 0.8]},

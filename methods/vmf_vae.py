@@ -16,7 +16,6 @@ Paper grid: kappa in 13, 25, 50, 100, 200 (D = 32: KL = 2.17, 5.76, 12.25, 20.76
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch.nn.functional as F
@@ -24,18 +23,14 @@ from torch import Tensor
 
 from bench.model import Method
 from bench.posterior import Posterior, VonMisesFisher
-from bench.registry import register
+from bench.registry import check_number, register
 
 KAPPA_GRID = [13, 25, 50, 100, 200]
 
 
 def _check_kappa(params) -> None:
-    kappa = params.kappa
-    if isinstance(kappa, bool) or not isinstance(kappa, (int, float)):
-        raise ValueError(f"kappa must be a number > 0; got {kappa!r}")
-    if not (math.isfinite(kappa) and kappa > 0):
-        raise ValueError(f"kappa must be a finite number > 0; got {kappa}")
-    object.__setattr__(params, "kappa", float(kappa))  # 50 and 50.0 resolve to the same run
+    check_number("kappa", params.kappa, 0)
+    object.__setattr__(params, "kappa", float(params.kappa))  # 50 and 50.0 resolve to the same run
 
 
 @dataclass(frozen=True)
