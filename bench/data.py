@@ -58,6 +58,11 @@ def data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "vae-collapse-bench"
 
 
+def _root(root: Path | str | None) -> Path:
+    """The data directory a call works in: the given one, else data_dir()."""
+    return Path(root) if root is not None else data_dir()
+
+
 def manifest_dir() -> Path:
     """Where the manifests live: $BENCH_MANIFESTS (tests, private datasets), else the repo's datasets/."""
     env = os.environ.get("BENCH_MANIFESTS")
@@ -444,7 +449,7 @@ def load_corpus(name: str, root: Path | None = None) -> Corpus:
     snli-mini needs. Errors name the fix: unknown dataset, not imported, missing split, bad lines.
     """
     m = get_manifest(name)
-    root = Path(root) if root is not None else data_dir()
+    root = _root(root)
     lines, where = corpus_lines(m, root)
     labelled = get_manifest(m.base).labelled if m.base else m.labelled  # the files are the base's
     return build_corpus(m.name, m.family, lines, labelled, where)
@@ -529,7 +534,7 @@ def _expected_lines(m: Manifest) -> dict[str, int]:
 def dataset_status(name: str, root: Path | None = None) -> DatasetStatus:
     """What `bench data list/status` shows: files on disk vs the manifest, plus its Table-1 row."""
     m = get_manifest(name)
-    root = Path(root) if root is not None else data_dir()
+    root = _root(root)
     paths = split_paths(m, root)
     present = [s for s in SPLITS if paths[s].is_file()]
     lines: dict[str, int] = {}
@@ -605,7 +610,7 @@ def import_folder(name: str, folder: Path, root: Path | None = None) -> DatasetS
     """
     m = get_manifest(name)
     _only_plain(m, "import")
-    root = Path(root) if root is not None else data_dir()
+    root = _root(root)
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise BenchError(f"{folder} is not a folder; pass the folder that holds the {name} split files")
@@ -794,7 +799,7 @@ def fetch(name: str, root: Path | None = None, progress: Progress | None = None)
     """
     m = get_manifest(name)
     _only_plain(m, "fetch")
-    root = Path(root) if root is not None else data_dir()
+    root = _root(root)
     if m.generator:
         synthetic.ensure(synthetic.GeneratorConfig.from_dict(m.generator), root / m.name)
         return dataset_status(name, root)
@@ -858,7 +863,7 @@ def corpus_stats(name: str, root: Path | None = None) -> dict:
     """Statistics of a loaded corpus beside the paper's: per split (split_stats), the vocabulary size
     (train tokens + the 4 specials), the checksum; for synthetic also the generator's MI bounds."""
     m = get_manifest(name)
-    root = Path(root) if root is not None else data_dir()
+    root = _root(root)
     corpus = load_corpus(name, root)
     stats = {
         "name": corpus.name,
