@@ -34,6 +34,9 @@ class LogReporter(Reporter):
         self.console = console
 
     def run_started(self, spec, index, total, resumed_epoch):
+        if resumed_epoch < 0:
+            self.console.print(f"[{index + 1}/{total}] {spec.label}: evaluating its stored checkpoint")
+            return
         resumed = f" (resuming after epoch {resumed_epoch})" if resumed_epoch else ""
         self.console.print(f"[{index + 1}/{total}] {spec.label}: training{resumed}")
 
@@ -74,7 +77,7 @@ class RichReporter(LogReporter):
     def run_started(self, spec, index, total, resumed_epoch):
         super().run_started(spec, index, total, resumed_epoch)
         self.epochs = self._task(self.epochs, "  epochs", None)
-        self.progress.update(self.epochs, completed=resumed_epoch)
+        self.progress.update(self.epochs, completed=max(resumed_epoch, 0))
 
     def train_step(self, step, steps):
         if step == 1:
@@ -96,11 +99,12 @@ class RichReporter(LogReporter):
 
 
 def describe(o: RunOutcome) -> str:
-    if o.status in ("done", "cached"):
+    if o.status in ("done", "evaluated", "cached"):
         m = o.metrics or {}
         shown = ("priorLL", "postLL", "KL", "MI", "AU", "CU")
         figures = ", ".join(f"{k} {m[k]:.2f}" for k in shown if k in m)
-        verb = "trained and evaluated" if o.status == "done" else "cached (not trained again)"
+        verb = {"done": "trained and evaluated", "cached": "cached (not trained again)",
+                "evaluated": "evaluated again from its stored checkpoint (not retrained)"}[o.status]
         return f"  {o.spec.label}: {verb}: {figures}"
     return f"  {o.spec.label}: {o.status}: {o.reason}"
 
@@ -157,12 +161,14 @@ def check_device(name: str) -> None:
 
 
 def summarise(outcomes: list[RunOutcome]) -> int:
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "cached", "failed", "skipped")}
+    states = ("done", "evaluated", "cached", "failed", "skipped")
+    counts = {s: sum(o.status == s for o in outcomes) for s in states}
     if counts["cached"] == len(outcomes):
         out.print(f"all {len(outcomes)} runs cached; nothing trained")
     else:
         runs = f"{len(outcomes)} run" + ("" if len(outcomes) == 1 else "s")
-        out.print(f"{runs}: {counts['done']} trained, {counts['cached']} cached, "
+        evaluated = f"{counts['evaluated']} evaluated again from stored checkpoints, " if counts["evaluated"] else ""
+        out.print(f"{runs}: {counts['done']} trained, {evaluated}{counts['cached']} cached, "
                   f"{counts['failed']} failed, {counts['skipped']} running elsewhere")
     for o in outcomes:
         if o.status == "failed":
@@ -173,18 +179,31 @@ def summarise(outcomes: list[RunOutcome]) -> int:
 def cmd_leaderboard(args) -> int:
     import optuna
 
-    from bench.report import Leaderboard, runs_frame
-    from bench.store import RunStore, open_storage
+    from bench.report import Leaderboard, runs_frame, select_runs
+    from bench.store import RunStore, open_storage, study_name
 
     storage = open_storage(args.storage, results_dir(args))
+    stored = set(optuna.get_all_study_names(storage))
     profiles = [get_profile(args.profile).name] if args.profile else [
-        p for p in PROFILES if f"runs/{args.dataset}/{p}" in optuna.get_all_study_names(storage)]
+        p for p in PROFILES if study_name(args.dataset, p) in stored]
+    profiles = [p for p in profiles if study_name(args.dataset, p) in stored]
     if not profiles:
-        raise BenchError(f"no runs stored for dataset {args.dataset!r}: run `bench run --dataset "
-                         f"{args.dataset}` first (or point --storage/--results at the right place)")
+        raise BenchError(f"no runs stored for dataset {args.dataset!r}"
+                         + (f" and profile {args.profile!r}" if args.profile else "")
+                         + f": run `bench run --dataset {args.dataset}` first (or point --storage/--results "
+                           "at the right place)")
+    chosen = {m.name for m in registry.select(args.methods)} if args.methods else None
     texts = []
     for p in profiles:
-        board = Leaderboard.from_runs(runs_frame(RunStore(storage, args.dataset, p)), f"{args.dataset} / {p}")
+        store = RunStore(storage, args.dataset, p, create=False)
+        current, note = current_config(args.dataset, get_profile(p), store)
+        runs = runs_frame(store, current)
+        if chosen is not None and not runs.empty:
+            runs = runs[runs["method"].isin(chosen)]
+        shown, stale = select_runs(runs, args.include_stale)
+        board = Leaderboard.from_runs(shown, f"{args.dataset} / {p}", stale)
+        if note:
+            board.notes.append(note)
         text = board.render(args.format)
         # several profiles in one markdown output: a heading tells the tables apart
         texts.append(f"### {board.title}\n\n{text}" if args.format == "md" and len(profiles) > 1 else text)
@@ -195,6 +214,51 @@ def cmd_leaderboard(args) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def current_config(dataset: str, profile, store) -> tuple[str, str]:
+    """The config key a board of this dataset and profile shows, and a note when it is not the data
+    present here (the dataset's files are gone: the runs of the newest stored data checksum)."""
+    from bench.identity import config_key
+
+    family = data.get_manifest(dataset).family
+    try:
+        checksum = data.load_corpus(dataset).checksum
+        return config_key(checksum, profile, family), ""
+    except BenchError:
+        stored = [t.user_attrs.get("data_checksum") for t in store.trials() if t.user_attrs.get("data_checksum")]
+        if not stored:
+            return "", ""
+        return (config_key(stored[-1], profile, family),
+                f"The data of {dataset} is not present here: runs on its newest stored version "
+                f"(checksum {stored[-1][:12]}) are shown.")
+
+
+def cmd_evaluate(args) -> int:
+    """Evaluate every stored checkpoint of the current training config under the current evaluator."""
+    from bench.runner import RunSpec
+    from bench.store import RunStore, open_storage
+
+    profile = get_profile(args.profile)
+    check_device(args.device)
+    corpus = data.load_corpus(args.dataset)
+    root = results_dir(args)
+    store = RunStore(open_storage(args.storage, root), args.dataset, profile.name)
+    chosen = {m.name for m in registry.select(args.methods)}
+    runner = Runner(store, corpus, profile, root, args.device, LogReporter(err), args.retry_failed)
+    specs, seen = [], set()
+    for t in store.trials():
+        a = t.user_attrs
+        if t.state.name != "COMPLETE" or a.get("method") not in chosen or "training_key" not in a:
+            continue
+        spec = RunSpec(args.dataset, profile.name, a["method"], tuple(sorted(a["params"].items())), a["seed"])
+        if runner.identity(spec).training_key == a["training_key"] and spec not in seen:
+            seen.add(spec)
+            specs.append(spec)
+    if not specs:
+        out.print(f"no stored checkpoints of the current {profile.name} training config on {args.dataset}")
+        return 0
+    return summarise(runner.run_all(specs))
 
 
 def cmd_data_list(args) -> int:
@@ -299,8 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile")
     p.add_argument("--format", default="md", help="md, csv, json, latex or html")
     p.add_argument("--output", help="write to this file instead of stdout")
+    p.add_argument("--methods", help="only these methods (comma-separated names or `all`)")
+    p.add_argument("--include-stale", action="store_true",
+                   help="also show runs of older configs, each config in rows of its own")
     storage_options(p)
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("evaluate", help="evaluate stored checkpoints again under the current evaluator "
+                                        "(after a change of K or of a metric; never retrains)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--methods", default="all", help="`all` or comma-separated names")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--retry-failed", action="store_true", help="evaluate again runs whose metrics failed")
+    storage_options(p)
+    p.set_defaults(func=cmd_evaluate)
 
     # `bench perf ...` is handed whole to bench.perf's own parser (see main)
     sub.add_parser("perf", help="training-step throughput and regularizer cost (bench perf --help)",

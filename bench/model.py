@@ -48,7 +48,7 @@ class Decoder(nn.Module):
         self.lstm = nn.LSTM(bb.emb_dim + bb.latent_dim, bb.dec_hidden, batch_first=True)
         self.init_c = nn.Linear(bb.latent_dim, bb.dec_hidden, bias=False)
         self.dropout_out = nn.Dropout(bb.dec_dropout_out)
-        self.out = nn.Linear(bb.dec_hidden + (bb.latent_dim if skip_z else 0), vocab_size)
+        self.out = nn.Linear(bb.dec_hidden + (bb.latent_dim if skip_z else 0), vocab_size, bias=False)
 
     def logits(self, inputs: Tensor, z: Tensor) -> Tensor:
         """Teacher-forced logits: inputs [N, T'] (x without its last token), z [N, D] -> [N, T', V]."""
@@ -81,19 +81,34 @@ class Decoder(nn.Module):
 
 
 @dataclass
+class Reg:
+    """A training term of one batch: `value` is a scalar for the optimiser (a batch-level quantity
+    such as the density gap or MMD stays batch-level: it is never spread over fake per-sentence
+    values); `logs` are named scalars the trainer averages per epoch into the run's history."""
+
+    value: Tensor
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
+
+
+@dataclass
 class LossTerms:
-    """One training/validation batch. rec and reg are per sentence [B]; loss is what is minimised."""
+    """One training/validation batch. rec and kl are per sentence [B]; reg and loss are scalars.
+
+    loss = mean(rec) + w(t) reg + aux is what is minimised; `objective` = mean(rec) + reg (full weight)
+    is the method's own validation objective per sentence; `logs` collects the named logs of the
+    regularizer and the auxiliary term.
+    """
 
     loss: Tensor
     rec: Tensor
     kl: Tensor
     reg: Tensor
-    extras: dict[str, Tensor] = field(default_factory=dict)
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
 
     @property
     def objective(self) -> Tensor:
-        """The method's own validation objective per sentence: rec + reg at full weight."""
-        return self.rec + self.reg
+        """mean(rec) + reg: the validation objective per sentence of this batch (a scalar)."""
+        return self.rec.mean() + self.reg
 
 
 @dataclass(frozen=True)
@@ -104,15 +119,19 @@ class NoParams:
 class Method(nn.Module):
     """A text VAE on the shared backbone. Subclasses override only what differs (design.md §4).
 
-    Override `posterior` (raw encoder output -> Posterior), `regularizer` (replaces ELBo's KL),
-    `auxiliary_loss` (gradient-only extras such as bag-of-words), `kl_weight` (schedule), and set
-    `skip_z`. `Params` is a frozen dataclass of the method's hyperparameters whose __post_init__
-    raises ValueError for values outside their domain.
+    Override `posterior` (raw encoder output -> Posterior), `regularizer` (replaces ELBo's KL; a
+    `Reg`), `auxiliary_loss` (gradient-only extras such as bag-of-words; a `Reg`), `kl_weight`
+    (schedule), `min_batch_size` (smaller training batches are skipped), and set `skip_z` and
+    `needs_all_epochs`. `Params` is a frozen dataclass of the method's hyperparameters whose
+    __post_init__ raises ValueError for values outside their domain.
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     skip_z: ClassVar[bool] = False
+    # True for schedules that must run to max_epochs (cyclic annealing): the trainer then ignores the
+    # stop-after-max_decays rule, so no cycle is cut off half-way.
+    needs_all_epochs: ClassVar[bool] = False
 
     def __init__(self, vocab_size: int, backbone: Backbone, params=None):
         super().__init__()
@@ -133,13 +152,19 @@ class Method(nn.Module):
     def posterior(self, h: Tensor) -> Posterior:
         raise NotImplementedError
 
-    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
-        """The term weighted by the KL schedule, per sentence [B]. ELBo: analytic KL(q(z|x)||p(z))."""
-        return q.kl_to_prior()
+    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
+        """The term weighted by the KL schedule, a batch scalar. ELBo: the mean analytic KL(q(z|x)||p(z))."""
+        return Reg(q.kl_to_prior().mean())
 
-    def auxiliary_loss(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
-        """Gradient-only training term (not part of reported losses); scalar."""
-        return z.new_zeros(())
+    def auxiliary_loss(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
+        """Gradient-only training term (added unweighted, not part of the reported losses)."""
+        return Reg(z.new_zeros(()))
+
+    @property
+    def min_batch_size(self) -> int:
+        """Training batches with fewer sentences are skipped (no step). The trainer never steps on
+        fewer than 2 sentences, as the lineage does (BN-VAE's batch statistics need two)."""
+        return 2
 
     def kl_weight(self, step: int, steps_per_epoch: int, training: Training) -> float:
         """Weight of the regularizer at a training step: linear from 0 to 1 over anneal_epochs."""
@@ -158,8 +183,8 @@ class Method(nn.Module):
         rec = -self.log_px_z(x, z.unsqueeze(0))[0]
         reg = self.regularizer(q, z, x)
         aux = self.auxiliary_loss(q, z, x)
-        loss = (rec + kl_weight * reg).mean() + aux
-        return LossTerms(loss=loss, rec=rec, kl=q.kl_to_prior(), reg=reg, extras={"aux": aux})
+        loss = rec.mean() + kl_weight * reg.value + aux.value
+        return LossTerms(loss=loss, rec=rec, kl=q.kl_to_prior(), reg=reg.value, logs={**reg.logs, **aux.logs})
 
 
 class GaussianMethod(Method):

@@ -1,7 +1,9 @@
 """Stored runs -> pandas frames -> leaderboards (markdown, csv, json, latex, html).
 
-A leaderboard has one row per (method, setting): mean ± sample std over seeds, and n. The paper's
-bold rules mark rows whose MI >= 9.0, AU >= 30 and CU >= 30 at D = 32, scaled to the run's D.
+A leaderboard has one row per (method, setting): mean ± sample std over seeds, and n. It is built
+from the runs of the current config only (`select_runs`: each training run once; runs of an older
+config are counted in a footnote, or shown apart with --include-stale). The paper's bold rules mark
+rows whose MI >= 9.0, AU >= 30 and CU >= 30 at D = 32 and N = 10^4, scaled to the board's D and N.
 Every row keeps the run keys it aggregates, so each number traces back to its trials.
 """
 
@@ -10,8 +12,9 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
@@ -19,72 +22,180 @@ from bench.store import RunStore
 
 METRICS = ["priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL"]
 FORMATS = ("md", "csv", "json", "latex", "html")
-# The paper's thresholds at D = 32 (DG-VAE, Table 2 caption); scaled linearly with D.
+# The paper's thresholds (DG-VAE, Table 2 caption) at D = 32 and N = 10^4 test sentences. AU and CU
+# count dimensions: scaled by D / 32. MI is bounded by log N, not by D (the paper's 9.0 is
+# log 10^4 = 9.21 minus a margin): scaled by log N / log 10^4.
 BOLD_AT_32 = {"MI": 9.0, "AU": 30.0, "CU": 30.0}
+PAPER_TEST_N = 10_000
 
 
-def runs_frame(store: RunStore) -> pd.DataFrame:
-    """One row per completed run: identity, metrics, provenance summary."""
+def runs_frame(store: RunStore, current_config: str | None = None) -> pd.DataFrame:
+    """One row per finished evaluation record: identity, metrics, provenance summary.
+
+    `current` says whether the record's config key equals `current_config` (None: every record is
+    current). Columns: method, setting, seed, run_key (= training key), eval/config keys, the
+    metrics, D, N, posterior family, whether AU is comparable, a fingerprint of the training history.
+    """
     rows = []
     for t in store.trials():
         a = t.user_attrs
         if t.state.name != "COMPLETE" or "metrics" not in a:
             continue
+        sizes = a.get("eval_sizes", {})
         rows.append({
             "method": a["method"], "setting": a.get("setting", "-"), "seed": a["seed"],
-            "run_key": a["run_key"], **a["metrics"], "D": a.get("eval_sizes", {}).get("D"),
-            "N": a.get("eval_sizes", {}).get("N"), "wall_time_s": a.get("wall_time_s"),
-            "trial": t.number,
+            "run_key": a.get("training_key", a.get("run_key")), "eval_key": a.get("eval_key", ""),
+            "config_key": a.get("config_key", ""), **a["metrics"], "D": sizes.get("D"), "N": sizes.get("N"),
+            "au_comparable": a.get("au_comparable", True), "family": a.get("posterior_family", ""),
+            "history": json.dumps(a.get("history", []), sort_keys=True),
+            "wall_time_s": a.get("wall_time_s"), "trial": t.number,
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["current"] = True if current_config is None else frame["config_key"] == current_config
+    return frame
+
+
+def select_runs(runs: pd.DataFrame, include_stale: bool = False) -> tuple[pd.DataFrame, int]:
+    """The runs a board shows, each training run once, and the number of stale runs left out.
+
+    Current runs (`current` column) count once per training key (the latest record). A stale run,
+    one of another config, is left out unless include_stale, and counted when its training key has
+    no current record. With include_stale each stale config gets its own rows (column `config`).
+    """
+    if runs.empty:
+        return runs, 0
+    runs = runs.sort_values("trial")
+    current = runs[runs["current"]].drop_duplicates("run_key", keep="last")
+    stale = runs[~runs["current"] & ~runs["run_key"].isin(current["run_key"])]
+    stale = stale.drop_duplicates(["run_key", "config_key"], keep="last")
+    if not include_stale:
+        return current.assign(config="current"), stale["run_key"].nunique()
+    shown = pd.concat([current.assign(config="current"), stale.assign(config=stale["config_key"].str[:8])])
+    return shown, 0
 
 
 @dataclass
 class Leaderboard:
-    """Aggregated results: `table` has columns (metric, "mean"|"std") plus n and run_keys."""
+    """Aggregated results: `table` has columns (metric, "mean"|"std") plus n, N and run_keys.
+
+    `notes` are the board's footnotes: the bold rules as applied, caveats of some rows (vMF AU),
+    rows whose metrics coincide and why, and the runs of other configs that are not shown.
+    """
 
     table: pd.DataFrame
     latent_dim: int | None
     title: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_runs(cls, runs: pd.DataFrame, title: str = "") -> Leaderboard:
+    def from_runs(cls, runs: pd.DataFrame, title: str = "", stale: int = 0) -> Leaderboard:
         if runs.empty:
             raise BenchError(f"no finished runs for {title or 'this selection'}: run `bench run` first")
+        runs = runs.copy()
+        for column, default in (("au_comparable", True), ("N", PAPER_TEST_N), ("history", ""),
+                                ("family", "")):
+            if column not in runs.columns:
+                runs[column] = default
+        keys = ["method", "setting"] + (["config"] if "config" in runs.columns
+                                        and runs["config"].nunique() > 1 else [])
         metrics = [m for m in METRICS if m in runs.columns]
-        grouped = runs.groupby(["method", "setting"], sort=False)
+        grouped = runs.groupby(keys, sort=False)
         table = grouped[metrics].agg(["mean", "std"])
         table[("n", "")] = grouped.size()
+        table[("N", "")] = grouped["N"].min()
+        table[("au_comparable", "")] = grouped["au_comparable"].all()
         table[("run_keys", "")] = grouped["run_key"].agg(lambda s: " ".join(s))
         dims = runs["D"].dropna().unique()
-        return cls(table, int(dims[0]) if len(dims) == 1 else None, title)
+        board = cls(table, int(dims[0]) if len(dims) == 1 else None, title)
+        board.notes = board._footnotes(runs, grouped, stale)
+        return board
 
     @property
     def metrics(self) -> list[str]:
         return [m for m in METRICS if (m, "mean") in self.table.columns]
 
-    def is_bold(self, metric: str, value: float) -> bool:
-        if metric not in BOLD_AT_32 or self.latent_dim is None or math.isnan(value):
-            return False
-        return value >= BOLD_AT_32[metric] * self.latent_dim / 32
+    def threshold(self, metric: str, n_test: int | None = None) -> float | None:
+        """The paper's bold threshold for `metric`, scaled to this board's D (AU, CU) or to the
+        evaluated split's size N (MI: log N / log 10^4); None where no rule applies."""
+        if metric not in BOLD_AT_32:
+            return None
+        if metric == "MI":
+            n = n_test or PAPER_TEST_N
+            return BOLD_AT_32["MI"] * math.log(n) / math.log(PAPER_TEST_N) if n > 1 else None
+        return None if self.latent_dim is None else BOLD_AT_32[metric] * self.latent_dim / 32
 
-    def cells(self) -> list[dict[str, str]]:
-        """`mean ± std` strings per row (std shown as – with a single seed)."""
+    def is_bold(self, metric: str, value: float, n_test: int | None = None, au_comparable: bool = True) -> bool:
+        if metric == "AU" and not au_comparable:  # the paper calls AU inappropriate for vMF
+            return False
+        limit = self.threshold(metric, n_test)
+        return limit is not None and not math.isnan(value) and value >= limit
+
+    def _footnotes(self, runs: pd.DataFrame, grouped, stale: int) -> list[str]:
+        notes = ["Mean ± sample std over n seeds (– with one seed); every training run is counted once."]
+        n_values = sorted({int(n) for n in runs["N"].dropna()})
+        rules = []
+        for n in n_values or [PAPER_TEST_N]:
+            if (mi := self.threshold("MI", n)) is not None:
+                rules.append(f"MI >= {mi:.2f} (9.0 x log N / log 10^4, N = {n:,} test sentences)")
+        for metric in ("AU", "CU"):
+            if (limit := self.threshold(metric)) is not None:
+                rules.append(f"{metric} >= {limit:g} (30 x D / 32, D = {self.latent_dim})")
+        notes.append("Bold: the paper's rules scaled to this board: " + "; ".join(rules) + ".")
+        if not runs["au_comparable"].all():
+            notes.append("AU of vMF rows follows Burda et al. (Var over x of E_q[z], with E_q[z] = "
+                         "A_d(kappa) mu, not the unit mean direction mu of the public DG-VAE code) and is "
+                         "never bold: the paper calls AU inappropriate for vMF. CU is undefined (nan) for "
+                         "vMF, which has no per-dimension marginals.")
+        notes += self._coinciding_rows(grouped)
+        if stale:
+            notes.append(f"{stale} run{'s' if stale != 1 else ''} of an older config "
+                         f"{'are' if stale != 1 else 'is'} not shown (--include-stale).")
+        return notes
+
+    def _coinciding_rows(self, grouped) -> list[str]:
+        """Rows that show the same figures in every metric, with the reason found in their runs."""
+        by_text: dict[tuple, list] = {}
+        for cells in self.cells():
+            by_text.setdefault(tuple(cells[m][0] for m in self.metrics), []).append(cells)
+        notes = []
+        for same in (rows for rows in by_text.values() if len(rows) > 1):
+            labels = [f"{c['method']} [{c['setting']}]" for c in same]
+            runs = [grouped.get_group(c["key"]).sort_values("seed") for c in same]
+            values = [r[self.metrics].to_numpy(dtype=float) for r in runs]  # [seeds, metrics] per row
+            histories = {tuple(r["history"]) for r in runs}
+            gap = max(float(np.nanmax(np.abs(v - values[0]), initial=0.0)) if v.shape == values[0].shape
+                      else math.inf for v in values)
+            if gap == 0 and len(histories) == 1:
+                why = "the same computation: identical per-epoch training histories and metrics"
+            elif gap == 0:
+                why = "identical metrics although their training histories differ"
+            else:
+                why = f"equal to the digits shown, not exactly (largest difference {gap:.2g})"
+            notes.append(f"Rows {', '.join(labels)} coincide: {why}.")
+        return notes
+
+    def cells(self) -> list[dict]:
+        """`mean ± std` strings per row (std shown as – with a single seed), with their bold flags."""
         out = []
-        for (method, setting), row in self.table.iterrows():
-            cells = {"method": method, "setting": setting}
+        for key, row in self.table.iterrows():
+            method, setting = key[0], key[1]
+            if len(key) > 2 and key[2] != "current":
+                setting = f"{setting} (config {key[2]})"
+            cells = {"method": method, "setting": setting, "key": key}
+            n_test, comparable = int(row[("N", "")]), bool(row[("au_comparable", "")])
             for m in self.metrics:
                 mean, std = row[(m, "mean")], row[(m, "std")]
                 digits = 1 if m in ("AU", "CU") else 2
                 text = "nan" if pd.isna(mean) else f"{mean:.{digits}f}"
                 text += " ± –" if pd.isna(std) else f" ± {std:.{digits}f}"
-                cells[m] = (text, self.is_bold(m, mean))
+                cells[m] = (text, self.is_bold(m, mean, n_test, comparable))
             cells["n"] = (str(int(row[("n", "")])), False)
             out.append(cells)
         return out
 
     def flat(self) -> pd.DataFrame:
-        """Machine-readable: one column per metric mean and std, plus n and run_keys."""
+        """Machine-readable: one column per metric mean and std, plus n, N and run_keys."""
         flat = self.table.copy()
         flat.columns = [f"{m}_{s}" if s else m for m, s in flat.columns]
         return flat.reset_index()
@@ -96,7 +207,8 @@ class Leaderboard:
             return self.flat().to_csv(index=False)
         if fmt == "json":
             records = json.loads(self.flat().to_json(orient="records"))
-            return json.dumps({"title": self.title, "latent_dim": self.latent_dim, "rows": records}, indent=2)
+            return json.dumps({"title": self.title, "latent_dim": self.latent_dim, "rows": records,
+                               "notes": self.notes}, indent=2)
         return {"md": self._markdown, "latex": self._latex, "html": self._html}[fmt]()
 
     def _header(self) -> list[str]:
@@ -112,7 +224,9 @@ class Leaderboard:
         from tabulate import tabulate
 
         rows = self._rows(lambda text, b: f"**{text}**" if b else text)
-        return tabulate(rows, headers=self._header(), tablefmt="github", disable_numparse=True)
+        table = tabulate(rows, headers=self._header(), tablefmt="github", disable_numparse=True)
+        notes = "".join(f"\n{i}. {note}" for i, note in enumerate(self.notes, 1))
+        return table + ("\n\nNotes:\n" + notes.lstrip("\n") + "\n" if notes else "\n")
 
     def _latex(self) -> str:
         def esc(text: str) -> str:
@@ -123,17 +237,19 @@ class Leaderboard:
                  " & ".join(esc(h) for h in self._header()) + r" \\", r"\midrule"]
         lines += [" & ".join(r) + r" \\" for r in rows]
         lines += [r"\bottomrule", r"\end{tabular}"]
+        lines += [r"\par\noindent\footnotesize " + esc(note) for note in self.notes]
         return "\n".join(lines) + "\n"
 
     def _html(self) -> str:
         rows = self._rows(lambda text, b: f"<b>{text}</b>" if b else text, html.escape)
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self._header())
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+        notes = "".join(f"<li>{html.escape(note)}</li>" for note in self.notes)
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
             f"{html.escape(self.title)}</title><style>body{{font-family:sans-serif}}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
             "text-align:right}td:first-child,td:nth-child(2){text-align:left}</style></head><body>"
             f"<h1>{html.escape(self.title)}</h1><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table></body></html>\n"
+            f"<tbody>{body}</tbody></table><ol>{notes}</ol></body></html>\n"
         )

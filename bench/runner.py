@@ -1,8 +1,10 @@
 """Expands --methods/--grid/--seeds/--set into RunSpecs and runs each one: cached, resumed or new.
 
 One run = build the method from a seed, `Trainer.fit` (resumable), `evaluate` on the test split,
-store metrics and provenance as one Optuna trial. A diverging run is stored as failed with its
-reason and the sweep goes on; a finished run is never trained again.
+store metrics and provenance as one Optuna trial. A run is identified twice (`bench.identity`): its
+training key says what was trained, its eval key what evaluated it; a new evaluator config evaluates
+the stored best.pt again and never retrains. A diverging run, or one whose metrics are not finite,
+is stored as failed with its reason and the sweep goes on; a finished run is never trained again.
 """
 
 from __future__ import annotations
@@ -15,16 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
+from optuna.trial import FrozenTrial
 
 from bench import registry
 from bench.config import Profile
 from bench.data import Corpus
 from bench.errors import BenchError
-from bench.evaluate import evaluate
+from bench.evaluate import EvalResult, evaluate, nonfinite_metrics
+from bench.identity import RunIdentity, run_identity
+from bench.model import Method
 from bench.registry import MethodSpec
-from bench.store import RunStore, run_key
+from bench.store import RunStore
 from bench.train import Trainer, TrainingDiverged, seed_everything
+
+
+class NonFiniteMetric(RuntimeError):
+    """Evaluation produced a NaN or infinite metric; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class RunSpec:
 @dataclass
 class RunOutcome:
     spec: RunSpec
-    status: str  # "done" | "cached" | "failed" | "skipped"
+    status: str  # "done" | "evaluated" (stored checkpoint, new evaluator) | "cached" | "failed" | "skipped"
     metrics: dict[str, float] | None = None
     reason: str = ""
     run_key: str = ""
@@ -113,7 +123,9 @@ def expand(
 class Reporter:
     """Progress hooks; the CLI supplies a rich display or plain log lines. Silent by default."""
 
-    def run_started(self, spec: RunSpec, index: int, total: int, resumed_epoch: int) -> None: ...
+    def run_started(self, spec: RunSpec, index: int, total: int, resumed_epoch: int) -> None:
+        """resumed_epoch: finished epochs found in last.pt (0: a fresh run); -1: no training, the
+        stored best.pt is evaluated again."""
     def train_step(self, step: int, steps: int) -> None: ...
     def epoch_done(self, record: dict, max_epochs: int) -> None: ...
     def eval_batch(self, batch: int, batches: int) -> None: ...
@@ -127,6 +139,14 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 class Runner:
+    """Runs RunSpecs on one corpus and profile against one RunStore (module docstring).
+
+    Per spec: a finished evaluation record with the same eval key -> cached; a deterministic failure
+    -> reported, not retried (unless retry_failed); a finished training run whose best.pt exists ->
+    evaluated again under the current evaluator, never retrained; otherwise trained (resuming from
+    last.pt) and evaluated. Work starts only after `RunStore.claim` succeeded.
+    """
+
     def __init__(self, store: RunStore, corpus: Corpus, profile: Profile, results_dir: Path,
                  device: str = "cpu", reporter: Reporter | None = None, retry_failed: bool = False):
         self.store, self.profile = store, profile
@@ -137,53 +157,95 @@ class Runner:
         self.reporter = reporter or Reporter()
         self.retry_failed = retry_failed
 
-    def identity(self, spec: RunSpec) -> dict[str, Any]:
-        return {
-            "dataset": spec.dataset,
-            "data_checksum": self.full_corpus.checksum,
-            "config": self.profile.resolved(self.corpus.family),
-            "method": spec.method,
-            "params": spec.params_dict,
-            "seed": spec.seed,
-        }
+    def identity(self, spec: RunSpec) -> RunIdentity:
+        return run_identity(spec.dataset, self.full_corpus.checksum, self.profile, self.corpus.family,
+                            spec.method, spec.params_dict, spec.seed)
 
     def run_all(self, specs: list[RunSpec]) -> list[RunOutcome]:
         return [self.run(spec, i, len(specs)) for i, spec in enumerate(specs)]
 
     def run(self, spec: RunSpec, index: int = 0, total: int = 1) -> RunOutcome:
-        identity = self.identity(spec)
-        key = run_key(identity)
-        outcome = self._cached(spec, key)
+        ident = self.identity(spec)
+        outcome = self._known(spec, ident)
         if outcome is None:
-            outcome = self._train_and_evaluate(spec, key, identity, index, total)
+            outcome = self._claim_and_work(spec, ident, index, total)
         self.reporter.run_finished(outcome)
         return outcome
 
-    def _cached(self, spec: RunSpec, key: str) -> RunOutcome | None:
-        if (done := self.store.completed(key)) is not None:
-            return RunOutcome(spec, "cached", done.user_attrs.get("metrics"), run_key=key)
-        if not self.retry_failed and (failed := self.store.failed(key)) is not None:
+    def _known(self, spec: RunSpec, ident: RunIdentity) -> RunOutcome | None:
+        if (done := self.store.evaluated(ident.eval_key)) is not None:
+            return RunOutcome(spec, "cached", done.user_attrs.get("metrics"), run_key=ident.training_key)
+        if not self.retry_failed and (failed := self.store.failed(ident.training_key, ident.eval_key)):
             return RunOutcome(spec, "failed", reason="failed before: " + failed.user_attrs["fail_reason"]
-                              + " (--retry-failed runs it again)", run_key=key)
-        if (other := self.store.running_elsewhere(key)) is not None:
-            where = f"{other.user_attrs.get('host')} pid {other.user_attrs.get('pid')}"
-            return RunOutcome(spec, "skipped", reason=f"already running on {where}", run_key=key)
+                              + " (--retry-failed runs it again)", run_key=ident.training_key)
         return None
 
-    def _train_and_evaluate(self, spec, key, identity, index, total) -> RunOutcome:
-        workdir = self.results_dir / "checkpoints" / key
-        trial = self.store.begin({
-            "run_key": key, "method": spec.method, "params": spec.params_dict, "setting": spec.setting,
-            "seed": spec.seed, "dataset": spec.dataset, "profile": spec.profile,
-            "data_checksum": identity["data_checksum"], "config": identity["config"],
-            "device": str(self.device), "checkpoint_dir": str(workdir),
-        })
+    def _claim_and_work(self, spec: RunSpec, ident: RunIdentity, index: int, total: int) -> RunOutcome:
+        trained = self.store.trained(ident.training_key)
+        workdir = self.results_dir / "checkpoints" / ident.training_key
+        attrs = {
+            "training_key": ident.training_key, "eval_key": ident.eval_key, "config_key": ident.config_key,
+            "run_key": ident.training_key, "identity": ident.as_dict(), "method": spec.method,
+            "params": spec.params_dict, "setting": spec.setting, "seed": spec.seed, "dataset": spec.dataset,
+            "profile": spec.profile, "data_checksum": self.full_corpus.checksum,
+            "config": self.profile.resolved(self.corpus.family), "device": str(self.device),
+            "checkpoint_dir": str(trained.user_attrs["checkpoint_dir"] if trained else workdir),
+        }
+        # Evaluating a stored checkpoint only reads it; training writes the folder, so it is
+        # claimed by training key: two evaluator configs never train the same run twice.
+        claim = self.store.claim(ident.eval_key if trained else ident.training_key, attrs)
+        if not isinstance(claim, optuna.Trial):
+            where = f"{claim.user_attrs.get('host')} pid {claim.user_attrs.get('pid')}"
+            return RunOutcome(spec, "skipped", reason=f"already running on {where}", run_key=ident.training_key)
+        if (done := self.store.evaluated(ident.eval_key)) is not None:  # finished while we claimed
+            self.store.release(claim)
+            return RunOutcome(spec, "cached", done.user_attrs.get("metrics"), run_key=ident.training_key)
+        with self.store.heartbeat(claim):
+            if trained:
+                return self._evaluate_stored(spec, ident, claim, trained, index, total)
+            return self._train_and_evaluate(spec, ident, claim, workdir, index, total)
+
+    def _build(self, spec: RunSpec) -> Method:
+        method = registry.get(spec.method)
+        seed_everything(spec.seed)
+        return method.cls(len(self.corpus.vocab), self.profile.backbone_for(self.corpus.family),
+                          method.resolve(spec.params_dict))
+
+    def _evaluate(self, model: Method, spec: RunSpec) -> EvalResult:
+        result = evaluate(model, self.corpus.splits["test"], self.profile.evaluation, spec.seed,
+                          self.device, on_batch=self.reporter.eval_batch)
+        if bad := nonfinite_metrics(result):
+            values = ", ".join(f"{name} = {result.metrics[name]}" for name in bad)
+            raise NonFiniteMetric(f"evaluation gave a non-finite {values}")
+        return result
+
+    def _evaluate_stored(self, spec, ident, claim, trained: FrozenTrial, index, total) -> RunOutcome:
+        """Re-evaluate the best.pt of a finished training run under the current evaluator."""
         started = time.perf_counter()
+        self.reporter.run_started(spec, index, total, -1)
         try:
-            method = registry.get(spec.method)
-            seed_everything(spec.seed)
-            model = method.cls(len(self.corpus.vocab), self.profile.backbone_for(self.corpus.family),
-                               method.resolve(spec.params_dict))
+            model = self._build(spec)
+            best = Path(trained.user_attrs["checkpoint_dir"]) / "best.pt"
+            model.load_state_dict(torch.load(best, map_location=self.device))
+            result = self._evaluate(model.to(self.device), spec)
+        except NonFiniteMetric as exc:
+            self.store.fail(claim, str(exc), diverged=True, stage="evaluation")
+            return RunOutcome(spec, "failed", reason=str(exc), run_key=ident.training_key)
+        except BaseException as exc:
+            self.store.fail(claim, f"{type(exc).__name__}: {exc}")
+            raise
+        carried = {k: trained.user_attrs[k] for k in TRAINING_ATTRS if k in trained.user_attrs}
+        self.store.complete(claim, result.metrics["priorLL"], {
+            **carried, **_eval_attrs(result), "evaluated_from_trial": trained.number,
+            "eval_wall_time_s": time.perf_counter() - started,
+        })
+        return RunOutcome(spec, "evaluated", result.metrics, run_key=ident.training_key)
+
+    def _train_and_evaluate(self, spec, ident, claim, workdir: Path, index, total) -> RunOutcome:
+        started = time.perf_counter()
+        stage = "training"
+        try:
+            model = self._build(spec)
             max_epochs = self.profile.training.max_epochs
             trainer = Trainer(model, self.corpus, self.profile.training, spec.seed, workdir, self.device,
                               on_step=self.reporter.train_step,
@@ -192,20 +254,33 @@ class Runner:
             resumed = trainer.resume()
             self.reporter.run_started(spec, index, total, resumed)
             state = trainer.fit()
-            result = evaluate(model, self.corpus.splits["test"], self.profile.evaluation, spec.seed,
-                              self.device, on_batch=self.reporter.eval_batch)
-        except TrainingDiverged as exc:
-            self.store.fail(trial, str(exc), diverged=True)
-            return RunOutcome(spec, "failed", reason=str(exc), run_key=key)
+            train_seconds = time.perf_counter() - started
+            stage = "evaluation"
+            result = self._evaluate(model, spec)
+        except (TrainingDiverged, NonFiniteMetric) as exc:
+            self.store.fail(claim, str(exc), diverged=True, stage=stage)
+            return RunOutcome(spec, "failed", reason=str(exc), run_key=ident.training_key)
         except BaseException as exc:  # interrupted or a bug: keep the checkpoint, record why
-            self.store.fail(trial, f"{type(exc).__name__}: {exc}")
+            self.store.fail(claim, f"{type(exc).__name__}: {exc}")
             raise
-        self.store.complete(trial, result.metrics["priorLL"], {
-            "metrics": result.metrics, "eval_seconds": result.timings, "eval_sizes": result.sizes,
+        self.store.complete(claim, result.metrics["priorLL"], {
+            **_eval_attrs(result),
             "epochs": state.epoch, "best_epoch": state.best_epoch, "decays": state.decays,
             "best_valid_objective": state.best_objective, "history": state.history,
-            "wall_time_s": time.perf_counter() - started,
+            "skipped_batches": sum(r.get("skipped_batches", 0) for r in state.history),
+            "skipped_sentences": sum(r.get("skipped_sentences", 0) for r in state.history),
+            "train_wall_time_s": train_seconds, "wall_time_s": time.perf_counter() - started,
             "peak_memory_mb": _peak_memory_mb(self.device),
         })
         (workdir / "last.pt").unlink(missing_ok=True)  # best.pt stays for plots and re-evaluation
-        return RunOutcome(spec, "done", result.metrics, run_key=key)
+        return RunOutcome(spec, "done", result.metrics, run_key=ident.training_key)
+
+
+# What a re-evaluation record carries over from the record of the training run it evaluates.
+TRAINING_ATTRS = ("epochs", "best_epoch", "decays", "best_valid_objective", "history", "skipped_batches",
+                  "skipped_sentences", "train_wall_time_s", "wall_time_s", "peak_memory_mb")
+
+
+def _eval_attrs(result: EvalResult) -> dict[str, Any]:
+    return {"metrics": result.metrics, "eval_seconds": result.timings, "eval_sizes": result.sizes,
+            "posterior_family": result.family, "au_comparable": result.au_comparable}

@@ -1,7 +1,8 @@
 """Runs on Optuna storage (design.md §8): storage URLs, run keys, caching, provenance.
 
-Every run is one trial of the study `runs/<dataset>/<profile>`; the trial's user_attrs carry the run
-key, method, hyperparameters, seed, metrics and provenance. The value is priorLL (maximised).
+Every evaluated run is one trial of the study `runs/<dataset>/<profile>`; the trial's user_attrs carry
+the training key, the evaluation key, method, hyperparameters, seed, metrics and provenance (see
+`RunStore`). The value is priorLL (maximised).
 The embedded default is a journal file under the results directory (safe for several local
 processes); any SQLAlchemy URL selects an RDB storage shared by many machines.
 """
@@ -15,13 +16,17 @@ import platform
 import re
 import socket
 import sys
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage, fail_stale_trials
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 import bench
 from bench.errors import BenchError
@@ -69,7 +74,10 @@ def _open_rdb(url: str) -> RDBStorage:
     try:
         # A short connect timeout so an unreachable server fails in seconds, not minutes.
         kwargs = {} if url.startswith("sqlite") else {"connect_args": {"connect_timeout": 5}}
-        return RDBStorage(url, engine_kwargs=kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                              grace_period=GRACE_PERIOD_S)
     except ModuleNotFoundError as exc:
         raise BenchError(f"storage {_redact(url)!r} needs the database driver {exc.name!r}: "
                          f"pip install {exc.name}") from None
@@ -98,11 +106,9 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def run_key(identity: dict[str, Any]) -> str:
-    """Hash of (dataset + data checksum, resolved profile, method, resolved params, seed, bench
-    major.minor). A finished run with the same key is never trained again."""
-    major_minor = ".".join(bench_version().split(".")[:2])
-    payload = json.dumps({**identity, "bench": major_minor}, sort_keys=True, default=str)
+def identity_key(identity: dict[str, Any]) -> str:
+    """A stable 20-hex-digit hash of a JSON-able identity (key order does not matter)."""
+    payload = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -116,59 +122,158 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-class RunStore:
-    """The study of one (dataset, profile): look up, start, finish and fail runs by run key."""
+HEARTBEAT_INTERVAL_S = 60  # RDB storages: a live worker refreshes its claim this often
+GRACE_PERIOD_S = 180  # ... and a claim whose heartbeat is older than this is failed by the next worker
 
-    def __init__(self, storage: optuna.storages.BaseStorage, dataset: str, profile: str):
+
+class Heartbeat:
+    """Keeps a claimed trial's heartbeat fresh while it runs (RDB storages with heartbeats only;
+    a no-op elsewhere). A context manager around the work of one run."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        interval = _heartbeat_interval(self.storage)
+        if interval is not None:
+            self.storage.record_heartbeat(self.trial_id)
+            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a transient database error must not kill the run; the next beat retries
+                continue
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _heartbeat_interval(storage) -> int | None:
+    return storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+
+
+class RunStore:
+    """The study of one (dataset, profile): look up, claim, finish and fail runs.
+
+    Every trial is one *evaluation record* of one *training run*: its user_attrs carry the
+    `training_key` (what was trained: data, backbone, training config, method, params, seed, training
+    code version) and the `eval_key` (the training key plus the evaluator's config and version), so
+    re-evaluating a stored checkpoint adds a trial with the same training key and never retrains.
+
+    Claims: before any work a process creates a RUNNING trial carrying a `claim` key in ONE storage
+    write (`create_new_trial` with a template), then looks for an earlier live claim of the same key.
+    Trial ids are assigned in write order, so of two processes that claim at once exactly one sees
+    no earlier claim; the other marks its trial lost (`claim_lost`, not a failure) and moves on.
+    Nothing but the winner touches the run's checkpoint folder.
+
+    Dead claims: a RUNNING trial of a dead process on this host is failed (pid check; the journal
+    file has no heartbeat). On RDB storages each claim keeps a heartbeat and Optuna's
+    `fail_stale_trials` fails claims whose heartbeat is older than the grace period, whatever host
+    they came from.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, dataset: str, profile: str,
+                 create: bool = True):
         self.dataset, self.profile = dataset, profile
-        self.study = optuna.create_study(
-            storage=storage, study_name=f"runs/{dataset}/{profile}", direction="maximize",
-            load_if_exists=True,
-        )
+        self.storage = storage
+        name = study_name(dataset, profile)
+        if create:
+            self.study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                             load_if_exists=True)
+        else:
+            self.study = optuna.load_study(storage=storage, study_name=name)
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False, states=states)
 
-    def _with_key(self, key: str, state: TrialState) -> list[FrozenTrial]:
-        return [t for t in self.trials((state,)) if t.user_attrs.get("run_key") == key]
+    def _with(self, attr: str, key: str, state: TrialState) -> list[FrozenTrial]:
+        return [t for t in self.trials((state,)) if t.user_attrs.get(attr) == key]
 
-    def completed(self, key: str) -> FrozenTrial | None:
-        done = self._with_key(key, TrialState.COMPLETE)
+    def evaluated(self, eval_key: str) -> FrozenTrial | None:
+        """The finished evaluation record with this eval key (the latest, should there be two)."""
+        done = self._with("eval_key", eval_key, TrialState.COMPLETE)
         return done[-1] if done else None
 
-    def failed(self, key: str) -> FrozenTrial | None:
-        failed = [t for t in self._with_key(key, TrialState.FAIL) if t.user_attrs.get("diverged")]
-        return failed[-1] if failed else None
-
-    def running_elsewhere(self, key: str) -> FrozenTrial | None:
-        """A live worker already runs this key. Trials of dead local processes are failed here
-        (the journal storage has no heartbeat), so their run resumes from its checkpoint."""
-        host = socket.gethostname()
-        for t in self._with_key(key, TrialState.RUNNING):
-            if t.user_attrs.get("host") == host and not _process_alive(int(t.user_attrs.get("pid", -1))):
-                self._mark_failed(t, "worker process died; the run resumes from its checkpoint")
-            else:
+    def trained(self, training_key: str) -> FrozenTrial | None:
+        """The latest finished record of this training run whose best.pt still exists."""
+        for t in reversed(self._with("training_key", training_key, TrialState.COMPLETE)):
+            if (Path(t.user_attrs.get("checkpoint_dir", "")) / "best.pt").exists():
                 return t
         return None
 
-    def begin(self, attrs: dict[str, Any]) -> optuna.Trial:
-        trial = self.study.ask()
+    def failed(self, training_key: str, eval_key: str) -> FrozenTrial | None:
+        """A deterministic failure of this run: training diverged (any evaluator), or this very
+        evaluation gave a non-finite metric. Such runs are not retried without --retry-failed."""
+        for t in reversed(self.trials((TrialState.FAIL,))):
+            a = t.user_attrs
+            if not a.get("diverged"):
+                continue
+            if a.get("eval_key") == eval_key or (a.get("training_key") == training_key
+                                                 and a.get("failed_stage") == "training"):
+                return t
+        return None
+
+    def fail_stale(self) -> None:
+        """Fail RUNNING trials whose worker is gone: dead local pids, and (RDB) stale heartbeats."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            fail_stale_trials(self.study)
+        host = socket.gethostname()
+        for t in self.trials((TrialState.RUNNING,)):
+            a = t.user_attrs
+            if a.get("host") == host and not _process_alive(int(a.get("pid", -1))):
+                self._mark_failed(t, "worker process died; the run resumes from its checkpoint")
+
+    def claim(self, key: str, attrs: dict[str, Any]) -> optuna.Trial | FrozenTrial:
+        """Claim `key` for this process. Returns an optuna.Trial to work on, or the FrozenTrial of
+        the live claim that got there first (then this process must leave the run alone)."""
+        self.fail_stale()
         base = {"host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv),
-                "versions": package_versions()}
-        for k, v in {**base, **attrs}.items():
-            trial.set_user_attr(k, v)
-        return trial
+                "versions": package_versions(), "claim": key}
+        template = create_trial(state=TrialState.RUNNING, user_attrs={**base, **attrs})
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
+        earlier = [t for t in self._with("claim", key, TrialState.RUNNING) if t._trial_id < trial_id]
+        if earlier:
+            self.storage.set_trial_user_attr(trial_id, "claim_lost", True)
+            self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            return earlier[0]
+        return optuna.Trial(self.study, trial_id)
+
+    def heartbeat(self, trial: optuna.Trial) -> Heartbeat:
+        return Heartbeat(self.storage, trial._trial_id)
+
+    def release(self, trial: optuna.Trial) -> None:
+        """Give a claim up without a result (someone else finished the same work meanwhile)."""
+        trial.set_user_attr("claim_lost", True)
+        self.study.tell(trial, state=TrialState.FAIL)
 
     def complete(self, trial: optuna.Trial, value: float, attrs: dict[str, Any]) -> None:
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         self.study.tell(trial, value)
 
-    def fail(self, trial: optuna.Trial, reason: str, diverged: bool = False) -> None:
+    def fail(self, trial: optuna.Trial, reason: str, diverged: bool = False, stage: str = "") -> None:
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("diverged", diverged)
+        if stage:
+            trial.set_user_attr("failed_stage", stage)
         self.study.tell(trial, state=TrialState.FAIL)
 
     def _mark_failed(self, frozen: FrozenTrial, reason: str) -> None:
-        self.study._storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason)
-        self.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+        try:
+            self.storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason)
+            self.storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed (or its owner finished) it first
+
+
+def study_name(dataset: str, profile: str) -> str:
+    return f"runs/{dataset}/{profile}"

@@ -4,7 +4,9 @@ Protocol (design.md §6): SGD (lr 0.5), gradient-norm clip 5, length-bucketed ba
 epoch the validation objective (the method's own: reconstruction + regularizer at full weight, per
 sentence) is measured; the best epoch's weights are kept in `best.pt`. When it has not improved for
 `patience` epochs (counted from `decay_from_epoch` on), lr is halved and the best weights reloaded;
-training stops after `max_decays` halvings or `max_epochs`.
+training stops after `max_decays` halvings or `max_epochs` (a method with `needs_all_epochs`, such
+as a cyclic schedule, always runs `max_epochs`: stopping would cut a cycle). Training batches of
+fewer than `max(2, method.min_batch_size)` sentences are skipped and counted in the history.
 
 Resumption: `last.pt` holds weights, optimizer, trainer state and every RNG state at the end of the
 last finished epoch, written atomically; a run killed at any moment restarts from it and produces the
@@ -18,6 +20,7 @@ import math
 import os
 import random
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,9 +129,16 @@ class Trainer:
         _set_rng_state(ckpt["rng"], self.data_rng)
         return self.state.epoch
 
+    @property
+    def smallest_batch(self) -> int:
+        return max(2, self.model.min_batch_size)
+
     def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: the training batches that are not skipped (the batch sizes do
+        not depend on the shuffle, so this is the same every epoch); schedules count these steps."""
         lengths = [len(s) for s in self.corpus.splits["train"].sentences]
-        return len(length_batch_indices(lengths, self.training.batch_size))
+        chunks = length_batch_indices(lengths, self.training.batch_size)
+        return sum(len(c) >= self.smallest_batch for c in chunks)
 
     def fit(self) -> TrainState:
         self.model.to(self.device)
@@ -137,8 +147,8 @@ class Trainer:
         steps_per_epoch = self.steps_per_epoch()
         while not self.state.finished:
             started = time.perf_counter()
-            train_loss = self._train_epoch(steps_per_epoch)
-            record = {"epoch": self.state.epoch + 1, "train_loss": train_loss, "lr": self.state.lr}
+            record = {"epoch": self.state.epoch + 1, "lr": self.state.lr}
+            record.update(self._train_epoch(steps_per_epoch))
             record.update(self.validate(self.corpus.splits["valid"]))
             record["seconds"] = time.perf_counter() - started
             self._end_epoch(record)
@@ -147,11 +157,19 @@ class Trainer:
         self.model.load_state_dict(torch.load(self.best_path, map_location=self.device))
         return self.state
 
-    def _train_epoch(self, steps_per_epoch: int) -> float:
+    def _train_epoch(self, steps_per_epoch: int) -> dict:
+        """One pass over the training batches; returns the epoch's training record: mean loss per
+        sentence, the per-sentence means of the method's named logs, and the skipped batches."""
         self.model.train()
         batches = length_batches(self.corpus.splits["train"], self.training.batch_size, self.data_rng)
-        total, count = 0.0, 0
-        for i, x in enumerate(batches):
+        smallest = self.smallest_batch
+        total, count, steps, skipped_batches, skipped_sentences = 0.0, 0, 0, 0, 0
+        logs: dict[str, float] = defaultdict(float)
+        for x in batches:
+            if len(x) < smallest:  # too few sentences for the method's batch statistics or groups
+                skipped_batches += 1
+                skipped_sentences += len(x)
+                continue
             x = x.to(self.device)
             weight = self.model.kl_weight(self.state.step, steps_per_epoch, self.training)
             terms = self.model.loss(x, weight)
@@ -165,21 +183,30 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.clip_grad)
             self.optimizer.step()
             self.state.step += 1
+            steps += 1
             total += terms.loss.item() * len(x)
             count += len(x)
+            logs["kl"] += terms.kl.sum().item()
+            logs["reg"] += terms.reg.item() * len(x)
+            for name, value in terms.logs.items():
+                logs[name] += float(value) * len(x)
             if self.on_step:
-                self.on_step(i + 1, steps_per_epoch)
-        return total / max(count, 1)
+                self.on_step(steps, steps_per_epoch)
+        record = {"train_loss": total / max(count, 1)}
+        record.update({f"train_{name}": value / max(count, 1) for name, value in logs.items()})
+        record.update({"skipped_batches": skipped_batches, "skipped_sentences": skipped_sentences})
+        return record
 
     @torch.no_grad()
     def validate(self, split: Split) -> dict:
-        """Mean per-sentence validation objective (rec + regularizer), reconstruction and KL."""
+        """Mean per-sentence validation objective (rec + regularizer at full weight), reconstruction
+        and KL over every sentence of the split (no batch is skipped here)."""
         self.model.eval()
         sums = {"objective": 0.0, "rec": 0.0, "kl": 0.0}
         n = 0
         for x in length_batches(split, self.training.batch_size):
             terms = self.model.loss(x.to(self.device))
-            sums["objective"] += terms.objective.sum().item()
+            sums["objective"] += terms.objective.item() * len(x)
             sums["rec"] += terms.rec.sum().item()
             sums["kl"] += terms.kl.sum().item()
             n += len(x)
@@ -205,7 +232,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = s.lr
             record["decayed_to"] = s.lr
-            s.finished = s.decays >= t.max_decays
+            s.finished = s.decays >= t.max_decays and not self.model.needs_all_epochs
         s.finished = s.finished or s.epoch >= t.max_epochs
         s.history.append(record)
         atomic_save(

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.config import Backbone
-from bench.model import GaussianMethod
+from bench.model import GaussianMethod, Reg
 from bench.posterior import Posterior
 from bench.registry import register
 
@@ -37,5 +37,6 @@ class BoWVAE(GaussianMethod):
         log_probs = F.log_softmax(self.bow(z), dim=-1)
         return log_probs.gather(1, x[:, 1:])
 
-    def auxiliary_loss(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
-        return -self.bow_log_prob(z, x).mean()
+    def auxiliary_loss(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
+        bow = -self.bow_log_prob(z, x).mean()
+        return Reg(bow, {"bow": bow.detach()})

@@ -9,15 +9,19 @@ z_{s} = mu_k + sigma_k eps_s:
     KL_i(b) = (1/S) sum_s [ log (1/|b|) sum_k N(z_{s,i}; mu_{k,i}, sigma_{k,i}^2) - log N(z_{s,i}; 0, 1) ]
     DG(b)   = sum_i KL_i(b)
 
-and the batch's regularizer is the mean of DG(b) over its groups, weighted by group size. With
-|b| = 1 it is a Monte-Carlo estimate of the ordinary KL(q(z|x) || p(z)). The regularizer replaces the
-KL in the loss (weighted by the annealing schedule like every method); the reported KL stays the
-analytic per-datapoint KL and the DG value is logged beside it (LossTerms.extras["dg"]).
+and the batch's regularizer is the mean of DG(b) over its groups. With |b| = 1 it is a Monte-Carlo
+estimate of the ordinary KL(q(z|x) || p(z)). The regularizer replaces the KL in the loss (weighted by
+the annealing schedule like every method); the reported KL stays the analytic per-datapoint KL and
+the DG value is logged beside it (`dg` in the run's per-epoch history).
 
-Groups (`agg`): `default` (or None) makes the whole batch one group. For agg = k the batch is cut
-into consecutive groups of k rows; the B mod k remaining rows form one smaller group; a batch
-smaller than k is one group. (The paper's footnote 4 skips batches smaller than |b|; the public code
-silently falls back to the whole batch. Neither is done here: every sentence contributes.)
+Groups (`agg`, rule in `aggregation_groups`, shared with dg-vmf-vae): `default` makes the whole batch
+one group. For agg = k the batch is cut into consecutive groups of k rows and the B mod k rows that
+do not fill a group stay out of the DG term (their reconstruction term still counts). A training
+batch smaller than k is skipped, no step taken (`min_batch_size`; the trainer counts such batches):
+the paper's footnote 4, "DG-VAE (|b| = 32) ignores data batch B if |B| < 32 while DG-VAE (default)
+accepts it". So agg = 32 and default differ at batch size 32 whenever length bucketing leaves short
+batches. For the validation objective, where every sentence must be scored, a batch smaller than k
+forms one group.
 
 Computation: one batched log-space expression, no Python loop over groups, samples or dimensions.
 For a sample of datapoint j, z = mu_j + sigma_j eps, its log-density under component k is a
@@ -50,7 +54,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from bench.model import GaussianMethod, LossTerms
+from bench.model import GaussianMethod, Reg
 from bench.posterior import Posterior
 from bench.registry import check_count, register
 
@@ -122,30 +126,41 @@ def _group_gaps(loc: Tensor, std: Tensor, eps: Tensor) -> Tensor:
     return gap.view(n_groups, dim).sum(-1)
 
 
+def aggregation_groups(batch: int, agg: int | str | None) -> tuple[int, int]:
+    """(group size |b|, rows used) for a batch of `batch` rows (module docstring; footnote 4).
+
+    agg "default" (or None): one group of the whole batch. agg = k: groups of k consecutive rows;
+    the last batch mod k rows stay out. A batch of fewer than k rows, which training skips, forms one
+    group (the validation objective scores every sentence).
+    """
+    if agg is None or agg == "default" or batch < int(agg):
+        return batch, batch
+    size = int(agg)
+    return size, batch - batch % size
+
+
 def density_gap_kl(loc: Tensor, std: Tensor, agg: int | str | None = None, m: int = 32,
                    generator: torch.Generator | None = None, eps: Tensor | None = None) -> Tensor:
-    """The density-gap KL of a batch (Eq. 11), a scalar.
+    """The density-gap KL of a batch (Eq. 11), a scalar: the mean of DG(b) over its groups.
 
-    loc, std [B, D]: the Gaussian posteriors. agg: group size |b|; None or "default": the whole batch
-    is one group. Groups are consecutive rows; the B mod agg remaining rows form one smaller group,
-    and a batch smaller than agg is one group (the paper's footnote 4 would skip it; the public code
-    silently falls back to the whole batch). m: samples per datapoint, drawn as eps = randn(B, m, D)
-    from `generator` (the global RNG when None); or pass those draws as `eps` [B, m, D] (then m is
-    eps.shape[1]). Result: the group-size-weighted mean of DG(b).
+    loc, std [B, D]: the Gaussian posteriors. agg: group size |b| or "default" (`aggregation_groups`).
+    m: samples per datapoint, drawn as eps = randn(B, m, D) from `generator` (the global RNG when
+    None); or pass those draws as `eps` [B, m, D] (then m is eps.shape[1]). Rows outside every
+    group draw noise too (so the draws do not depend on agg) but do not enter the term.
     """
     batch, dim = loc.shape
     if eps is None:
         eps = torch.randn(batch, m, dim, generator=generator, device=loc.device, dtype=loc.dtype)
     m = eps.shape[1]
-    size = batch if agg is None or agg == "default" else min(int(agg), batch)
-    full = batch - batch % size
-    gaps = _group_gaps(loc[:full].reshape(-1, size, dim), std[:full].reshape(-1, size, dim),
-                       eps[:full].reshape(-1, size, m, dim))
-    total = gaps.sum() * size
-    if full < batch:  # the remainder group, one more tensor op (not a loop)
-        rest = _group_gaps(loc[full:].unsqueeze(0), std[full:].unsqueeze(0), eps[full:].unsqueeze(0))
-        total = total + rest.sum() * (batch - full)
-    return total / batch
+    size, used = aggregation_groups(batch, agg)
+    gaps = _group_gaps(loc[:used].reshape(-1, size, dim), std[:used].reshape(-1, size, dim),
+                       eps[:used].reshape(-1, size, m, dim))
+    return gaps.mean()
+
+
+def min_batch_for(agg: int | str) -> int:
+    """Training batches smaller than one aggregation group are skipped (footnote 4)."""
+    return 2 if agg == "default" else max(2, int(agg))
 
 
 @dataclass(frozen=True)
@@ -168,11 +183,11 @@ class DGVAE(GaussianMethod):
 
     Params = DGParams
 
-    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
-        loc, std = q.gaussian_marginals()
-        return density_gap_kl(loc, std, self.params.agg, self.params.m).expand(loc.shape[0])
+    @property
+    def min_batch_size(self) -> int:
+        return min_batch_for(self.params.agg)
 
-    def loss(self, x: Tensor, kl_weight: float = 1.0) -> LossTerms:
-        terms = super().loss(x, kl_weight)
-        terms.extras["dg"] = terms.reg.detach()[0]
-        return terms
+    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
+        loc, std = q.gaussian_marginals()
+        dg = density_gap_kl(loc, std, self.params.agg, self.params.m)
+        return Reg(dg, {"dg": dg.detach()})

@@ -9,9 +9,10 @@ on the sphere. With M samples per datapoint z_s ~ vMF(mu_k(s), kappa) (S = |b| M
     log p(z) = -log |S^{D-1}|                                          (Eq. 9; design.md §5)
 
 computed as one batched log-space expression (logsumexp over k). The batch's regularizer is the mean
-of DG(b) over its groups weighted by group size, i.e. the mean of the bracket over all B M samples.
-It is weighted by the KL schedule; the reported KL stays the analytic vMF constant and the DG value
-is logged in `LossTerms.extras["dg"]`.
+of DG(b) over its groups. Groups follow dg-vae's rule (`methods.dg_vae.aggregation_groups`: whole
+batch by default; with agg = k, the rows that do not fill a group stay out and training batches
+smaller than k are skipped). It is weighted by the KL schedule; the reported KL stays the analytic
+vMF constant and the DG value is logged as `dg` in the run's per-epoch history.
 """
 
 from __future__ import annotations
@@ -22,18 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.model import LossTerms
+from bench.model import Reg
 from bench.posterior import Posterior, VonMisesFisher, log_sphere_area
 from bench.registry import check_count, register
+from methods.dg_vae import aggregation_groups, min_batch_for
 from methods.vmf_vae import KAPPA_GRID, VMFMethod, VMFParams
-
-
-def group_ids(batch: int, agg: int | str, device=None) -> Tensor:
-    """Aggregation group of each row (design.md §5): agg="default" puts the whole batch in one group;
-    agg=k cuts it into consecutive groups of k, the B mod k remaining rows forming one smaller group,
-    and a batch smaller than k is one group."""
-    rows = torch.arange(batch, device=device)
-    return torch.zeros_like(rows) if agg == "default" else rows // int(agg)
 
 
 def density_gap_kl_vmf(loc: Tensor, kappa: float, m: int, generator: torch.Generator | None = None,
@@ -44,22 +38,23 @@ def density_gap_kl_vmf(loc: Tensor, kappa: float, m: int, generator: torch.Gener
     datapoint. Draws z = VonMisesFisher(loc, kappa).rsample(m, generator) ([M, B, D], reparameterised),
     scores every draw against every posterior of its group, and returns
 
-        (1/(B M)) sum_{s} [ logsumexp_{k in b(s)} (log C_D(kappa) + kappa mu_k . z_s) - log |b(s)|
+        (1/(U M)) sum_{s} [ logsumexp_{k in b(s)} (log C_D(kappa) + kappa mu_k . z_s) - log |b|
                             + log |S^{D-1}| ]
 
-    which is the group-size-weighted mean of DG(b) over the groups (`group_ids`; the paper's
-    dg-vmf uses the whole batch, agg="default"). Cost O(M B^2 D) time, O(M B^2) memory.
+    over the U rows inside groups (`aggregation_groups`; the paper's dg-vmf uses the whole batch,
+    agg="default"): the mean of DG(b) over the groups. Cost O(M B^2 D) time, O(M B^2) memory.
     """
     if m < 1:
         raise ValueError(f"m must be >= 1; got {m}")
     bsz, d = loc.shape
     q = VonMisesFisher(loc, kappa)
-    z = q.rsample(m, generator)  # [M, B, D]
-    scores = q.log_c + q.kappa * torch.einsum("msd,kd->msk", z, loc)  # [M, B(sample's row), B(k)]
-    gid = group_ids(bsz, agg, loc.device)
-    same = gid[:, None] == gid[None, :]  # [B, B]
-    log_size = torch.log(same.sum(-1).to(loc.dtype))  # |b(s)| per row
-    log_q_agg = torch.logsumexp(scores.masked_fill(~same, -math.inf), dim=-1) - log_size  # [M, B]
+    z = q.rsample(m, generator)  # [M, B, D]: every row draws, so the stream does not depend on agg
+    size, used = aggregation_groups(bsz, agg)
+    z, loc = z[:, :used], loc[:used]
+    scores = q.log_c + q.kappa * torch.einsum("msd,kd->msk", z, loc)  # [M, U(sample's row), U(k)]
+    gid = torch.arange(used, device=loc.device) // size
+    same = gid[:, None] == gid[None, :]  # [U, U]
+    log_q_agg = torch.logsumexp(scores.masked_fill(~same, -math.inf), dim=-1) - math.log(size)  # [M, U]
     return (log_q_agg + log_sphere_area(d)).mean()
 
 
@@ -85,12 +80,11 @@ class DGVMFVAE(VMFMethod):
 
     Params = DGVMFParams
 
-    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
-        """DG (Eq. 9) of the batch, broadcast to every sentence [B] (weighted by the KL schedule)."""
-        dg = density_gap_kl_vmf(q.loc, q.kappa, self.params.m, agg=self.params.agg)
-        return dg.expand(len(q))
+    @property
+    def min_batch_size(self) -> int:
+        return min_batch_for(self.params.agg)
 
-    def loss(self, x: Tensor, kl_weight: float = 1.0) -> LossTerms:
-        terms = super().loss(x, kl_weight)
-        terms.extras["dg"] = terms.reg.detach().mean()
-        return terms
+    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
+        """DG (Eq. 9) of the batch, a scalar (weighted by the KL schedule)."""
+        dg = density_gap_kl_vmf(q.loc, q.kappa, self.params.m, agg=self.params.agg)
+        return Reg(dg, {"dg": dg.detach()})

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from bench.model import GaussianMethod
+from bench.model import GaussianMethod, Reg
 from bench.posterior import Posterior
 from bench.registry import check_number, register
 
@@ -40,6 +40,6 @@ class FreeBitsVAE(GaussianMethod):
 
     Params = FreeBitsParams
 
-    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
+    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
         kl = q.kl_to_prior_dims()  # [B, D]
-        return kl.clamp_min(self.params.free_bits / kl.shape[-1]).sum(-1)
+        return Reg(kl.clamp_min(self.params.free_bits / kl.shape[-1]).sum(-1).mean())

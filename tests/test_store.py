@@ -1,11 +1,17 @@
 import subprocess
 import sys
+import time
+from dataclasses import replace
 
+import optuna
 import pytest
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from bench.config import PROFILES
 from bench.errors import BenchError
-from bench.store import RunStore, open_storage, run_key
+from bench.identity import run_identity
+from bench.store import RunStore, identity_key, open_storage
 
 
 @pytest.mark.parametrize("url", ["foo://bar", "results", "http://example.org/db"])
@@ -36,37 +42,80 @@ def test_default_is_journal_under_results(tmp_path, monkeypatch):
     assert (tmp_path / "optuna.journal").exists()
 
 
-def test_run_key_depends_on_identity_only():
+def test_identity_key_depends_on_content_only():
     a = {"dataset": "ptb", "seed": 0, "params": {"gamma": 0.6}}
-    assert run_key(a) == run_key(dict(reversed(list(a.items()))))
-    assert run_key(a) != run_key({**a, "seed": 1})
-    assert run_key(a) != run_key({**a, "params": {"gamma": 0.7}})
+    assert identity_key(a) == identity_key(dict(reversed(list(a.items()))))
+    assert identity_key(a) != identity_key({**a, "seed": 1})
+    assert identity_key(a) != identity_key({**a, "params": {"gamma": 0.7}})
+
+
+def test_training_and_eval_keys_split_what_was_trained_from_what_evaluated_it():
+    smoke = PROFILES["smoke"]
+    base = run_identity("synthetic", "abc", smoke, "synthetic", "vae", {}, 0)
+    more_k = replace(smoke, evaluation=replace(smoke.evaluation, iw_samples=99))
+    longer = replace(smoke, training=replace(smoke.training, max_epochs=9))
+    renamed = replace(smoke, name="other")
+    same_training = run_identity("synthetic", "abc", more_k, "synthetic", "vae", {}, 0)
+    assert same_training.training_key == base.training_key and same_training.eval_key != base.eval_key
+    assert same_training.config_key != base.config_key
+    new_training = run_identity("synthetic", "abc", longer, "synthetic", "vae", {}, 0)
+    assert new_training.training_key != base.training_key
+    assert run_identity("synthetic", "xyz", smoke, "synthetic", "vae", {}, 0).training_key != base.training_key
+    assert run_identity("synthetic", "abc", renamed, "synthetic", "vae", {}, 0).eval_key == base.eval_key
+    other_seed = run_identity("synthetic", "abc", smoke, "synthetic", "vae", {}, 1)
+    assert other_seed.config_key == base.config_key and other_seed.training_key != base.training_key
 
 
 @pytest.mark.parametrize("url", [None, "sqlite:///{tmp}/bench.db"])
 def test_run_lifecycle_and_cache(tmp_path, url):
     storage = open_storage(url and url.format(tmp=tmp_path), tmp_path)
     store = RunStore(storage, "synthetic", "smoke")
-    assert store.completed("k1") is None
-    trial = store.begin({"run_key": "k1", "method": "vae"})
+    assert store.evaluated("e1") is None
+    trial = store.claim("t1", {"training_key": "t1", "eval_key": "e1", "method": "vae"})
     store.complete(trial, -10.0, {"metrics": {"priorLL": -10.0}})
-    done = store.completed("k1")
+    done = store.evaluated("e1")
     assert done.value == -10.0 and done.user_attrs["metrics"] == {"priorLL": -10.0}
     assert done.user_attrs["versions"]["bench"]
-    failing = store.begin({"run_key": "k2"})
-    store.fail(failing, "loss became nan", diverged=True)
-    assert store.failed("k2").user_attrs["fail_reason"] == "loss became nan"
-    # a second handle on the same storage sees the same study
-    assert RunStore(storage, "synthetic", "smoke").completed("k1").number == done.number
+    failing = store.claim("t2", {"training_key": "t2", "eval_key": "e2"})
+    store.fail(failing, "loss became nan", diverged=True, stage="training")
+    assert store.failed("t2", "another-eval-key").user_attrs["fail_reason"] == "loss became nan"
+    assert store.failed("t1", "e1") is None
+    # a second handle on the same storage sees the same study; reading need not create it
+    assert RunStore(storage, "synthetic", "smoke", create=False).evaluated("e1").number == done.number
 
 
-def test_trial_of_a_dead_local_process_is_failed_not_skipped(tmp_path):
+def test_a_claim_is_won_once(tmp_path):
+    store = RunStore(open_storage(None, tmp_path), "synthetic", "smoke")
+    first = store.claim("k", {})
+    second = store.claim("k", {})
+    assert isinstance(first, optuna.Trial) and not isinstance(second, optuna.Trial)
+    assert second.number == first.number  # the loser is told who holds the run
+    lost = store.trials()[-1]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["claim_lost"]
+    assert store.failed("k", "k") is None  # a lost claim is no failure
+    assert isinstance(store.claim("other", {}), optuna.Trial)
+
+
+def test_the_claim_of_a_dead_local_process_is_failed_and_taken_over(tmp_path):
     store = RunStore(open_storage(None, tmp_path), "synthetic", "smoke")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    store.begin({"run_key": "k", "pid": dead.pid})
-    assert store.running_elsewhere("k") is None
-    (trial,) = store.trials()
-    assert trial.state == TrialState.FAIL and "died" in trial.user_attrs["fail_reason"]
-    store.begin({"run_key": "k"})  # this process: alive
-    assert store.running_elsewhere("k") is not None
+    store.claim("k", {"pid": dead.pid})
+    assert isinstance(store.claim("k", {}), optuna.Trial)
+    first = store.trials()[0]
+    assert first.state == TrialState.FAIL and "died" in first.user_attrs["fail_reason"]
+
+
+def test_rdb_heartbeat_fails_the_claim_of_a_silent_worker_on_another_host(tmp_path):
+    storage = RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
+    store = RunStore(storage, "synthetic", "smoke")
+    silent = store.claim("k", {"host": "elsewhere", "pid": 1})
+    storage.record_heartbeat(silent._trial_id)  # it beat once, then its host went away
+    assert not isinstance(store.claim("k", {}), optuna.Trial)  # still within the grace period
+    time.sleep(2.2)
+    winner = store.claim("k", {})
+    assert isinstance(winner, optuna.Trial)
+    assert store.trials()[0].state == TrialState.FAIL
+    with store.heartbeat(winner):  # a live claim keeps beating, so nobody takes it over
+        time.sleep(2.2)
+        assert not isinstance(store.claim("k", {}), optuna.Trial)

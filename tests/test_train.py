@@ -12,7 +12,7 @@ import torch
 
 from bench import data, registry
 from bench.config import PROFILES
-from bench.model import GaussianMethod
+from bench.model import GaussianMethod, Reg
 from bench.runner import Runner, RunSpec
 from bench.store import RunStore, open_storage
 from bench.train import Trainer, TrainingDiverged, seed_everything
@@ -44,8 +44,9 @@ def test_second_run_is_cached_and_provenance_is_stored(synthetic_root, tmp_path)
     assert again.status == "cached" and again.metrics == first.metrics
     (trial,) = store.trials()
     attrs = trial.user_attrs
-    for key in ("run_key", "config", "seed", "data_checksum", "versions", "wall_time_s", "peak_memory_mb",
-                "command", "metrics", "eval_seconds", "eval_sizes", "history"):
+    for key in ("run_key", "training_key", "eval_key", "config_key", "identity", "config", "seed",
+                "data_checksum", "versions", "wall_time_s", "peak_memory_mb", "command", "metrics",
+                "eval_seconds", "eval_sizes", "history", "skipped_batches", "posterior_family"):
         assert key in attrs, key
     assert attrs["versions"]["bench"] and attrs["versions"]["torch"]
     assert attrs["config"]["training"]["max_epochs"] == SMOKE.training.max_epochs
@@ -67,8 +68,8 @@ class NanVAE(GaussianMethod):
 
     def regularizer(self, q, z, x):
         NanVAE.calls += 1
-        kl = q.kl_to_prior()
-        return kl * float("nan") if NanVAE.calls >= self.params.at_step else kl
+        kl = q.kl_to_prior().mean()
+        return Reg(kl * float("nan") if NanVAE.calls >= self.params.at_step else kl)
 
 
 @pytest.fixture()
@@ -175,6 +176,99 @@ def test_trainer_raises_on_nonfinite_validation(synthetic_root, tmp_path):
     model = VAE(len(corpus.vocab), SMOKE.backbone)
     trainer = Trainer(model, corpus, SMOKE.training, 0, tmp_path)
     with torch.no_grad():
-        model.decoder.out.bias.fill_(float("inf"))
+        model.decoder.out.weight.fill_(float("inf"))
     with pytest.raises(TrainingDiverged, match="validation objective"):
         trainer.validate(corpus.splits["valid"])
+
+
+def test_a_new_evaluator_config_evaluates_the_stored_checkpoint_and_never_retrains(synthetic_root, tmp_path):
+    first, store = run_once(synthetic_root, tmp_path)
+    (ckpt,) = (tmp_path / "checkpoints").iterdir()
+    best = ckpt / "best.pt"
+    stamp = best.stat().st_mtime_ns
+    more_k = replace(SMOKE, evaluation=replace(SMOKE.evaluation, iw_samples=16))
+    second, _ = run_once(synthetic_root, tmp_path, profile=more_k)
+    assert second.status == "evaluated" and second.run_key == first.run_key
+    assert best.stat().st_mtime_ns == stamp and [p.name for p in (tmp_path / "checkpoints").iterdir()] == [ckpt.name]
+    done = [t for t in store.trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and done[0].user_attrs["eval_key"] != done[1].user_attrs["eval_key"]
+    assert done[1].user_attrs["eval_sizes"]["K_iw"] == 16 and done[0].user_attrs["eval_sizes"]["K_iw"] == 8
+    assert done[1].user_attrs["history"] == done[0].user_attrs["history"]  # carried over, not retrained
+    assert second.metrics["IW-NLL"] != first.metrics["IW-NLL"]
+    assert run_once(synthetic_root, tmp_path, profile=more_k)[0].status == "cached"
+
+
+def test_a_new_training_config_trains_again(synthetic_root, tmp_path):
+    first, _ = run_once(synthetic_root, tmp_path)
+    longer = replace(SMOKE, training=replace(SMOKE.training, max_epochs=3))
+    second, _ = run_once(synthetic_root, tmp_path, profile=longer)
+    assert second.status == "done" and second.run_key != first.run_key
+
+
+def test_nonfinite_metric_marks_the_run_failed_naming_the_metric(synthetic_root, tmp_path, monkeypatch):
+    import bench.runner
+
+    real = bench.runner.evaluate
+
+    def broken(model, *args, **kwargs):
+        result = real(model, *args, **kwargs)
+        result.metrics["postLL"] = float("nan")
+        return result
+
+    monkeypatch.setattr(bench.runner, "evaluate", broken)
+    corpus = data.load_corpus("synthetic", synthetic_root)
+    store = RunStore(open_storage(None, tmp_path), "synthetic", "smoke")
+    runner = Runner(store, corpus, SMOKE, tmp_path)
+    bad, other = runner.run_all([VAE_SEED0, RunSpec("synthetic", "smoke", "vae", (), 1)])
+    assert bad.status == other.status == "failed" and "postLL = nan" in bad.reason
+    assert [t.state.name for t in store.trials()] == ["FAIL", "FAIL"]
+    assert runner.run(VAE_SEED0).status == "failed"  # deterministic: not retried without --retry-failed
+    monkeypatch.setattr(bench.runner, "evaluate", real)
+    retry = Runner(store, corpus, SMOKE, tmp_path, retry_failed=True).run(VAE_SEED0)
+    assert retry.status == "done"
+
+
+class AllEpochsVAE(VAE):
+    needs_all_epochs = True
+
+
+@pytest.mark.parametrize(("cls", "epochs"), [(VAE, 1), (AllEpochsVAE, 3)])
+def test_a_method_that_needs_all_epochs_is_not_stopped_by_max_decays(synthetic_root, tmp_path, cls, epochs):
+    corpus = data.load_corpus("synthetic", synthetic_root).truncated(64, 32, 32)
+    # patience 0: a decay after every epoch; max_decays 1 would stop after epoch 1
+    training = replace(SMOKE.training, max_epochs=3, patience=0, decay_from_epoch=1, max_decays=1)
+    seed_everything(0)
+    state = Trainer(cls(len(corpus.vocab), SMOKE.backbone), corpus, training, 0, tmp_path).fit()
+    assert state.epoch == epochs and state.decays == epochs
+
+
+def test_dg_vae_agg_32_skips_short_batches_and_trains_differently_from_default(synthetic_root, tmp_path):
+    corpus = data.load_corpus("synthetic", synthetic_root).truncated(1500, 32, 32)
+    training = replace(SMOKE.training, max_epochs=1)
+    chunks = data.length_batch_indices([len(s) for s in corpus.splits["train"].sentences], 32)
+    short = [c for c in chunks if len(c) < 32]
+    assert short and len(short) < len(chunks)  # the length buckets leave short batches
+    histories = {}
+    for agg in (32, "default"):
+        method = registry.get("dg-vae")
+        seed_everything(0)
+        model = method.cls(len(corpus.vocab), SMOKE.backbone, method.resolve({"agg": agg}))
+        trainer = Trainer(model, corpus, training, 0, tmp_path / str(agg))
+        histories[agg] = trainer.fit().history[0]
+        assert trainer.steps_per_epoch() == len(chunks) - (len(short) if agg == 32 else
+                                                           sum(len(c) < 2 for c in chunks))
+    assert histories[32]["skipped_batches"] == len(short)
+    assert histories[32]["skipped_sentences"] == sum(map(len, short))
+    assert histories["default"]["skipped_batches"] == sum(len(c) < 2 for c in chunks)
+    assert histories[32]["train_loss"] != histories["default"]["train_loss"]
+    assert histories[32]["train_dg"] != histories["default"]["train_dg"]
+
+
+def test_training_records_the_methods_logs_per_epoch(synthetic_root, tmp_path):
+    _, store = run_once(synthetic_root, tmp_path, RunSpec("synthetic", "smoke", "dg-vae",
+                                                          (("agg", "default"), ("m", 32)), 0))
+    (trial,) = store.trials()
+    record = trial.user_attrs["history"][0]
+    for key in ("train_dg", "train_kl", "train_reg", "skipped_batches", "skipped_sentences"):
+        assert key in record, key
+    assert record["train_dg"] == pytest.approx(record["train_reg"])  # DG is dg-vae's regularizer
