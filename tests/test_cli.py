@@ -1,8 +1,11 @@
 """The command line end to end on the smoke profile, and every user error: one line, exit code 2."""
 
+import io
+import re
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from bench.cli import main
@@ -99,3 +102,60 @@ def test_import_snli_reports_missing_train(tmp_path, monkeypatch, capsys, shared
     assert "present: valid, test" in out and "missing: train" in out
     code, out, _ = run(capsys, "data", "list")
     assert code == 0 and "snli-mini" in out
+
+
+def test_two_processes_on_one_journal_train_every_run_exactly_once(bench_env, capsys):
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--methods", "vae,beta-vae", "--grid", "default",
+           "--dataset", "synthetic", "--profile", "smoke", "--seeds", "0,1", "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    from bench.store import RunStore, open_storage
+
+    store = RunStore(open_storage(None, bench_env / "results"), "synthetic", "smoke")
+    done = [t for t in store.trials() if t.state.name == "COMPLETE"]
+    keys = [t.user_attrs["training_key"] for t in done]
+    assert len(keys) == len(set(keys)) == 4  # 2 methods x 2 seeds, each trained by one process only
+    assert {t.user_attrs["pid"] for t in done} <= {p.pid for p in procs}
+    trained = [int(re.search(r"(\d+) trained", out)[1]) if "trained," in out else 0 for out, _ in outs]
+    assert sum(trained) == 4  # the other process skipped or found cached what one trained
+    code = main(["leaderboard", "--dataset", "synthetic", "--profile", "smoke", "--format", "csv"])
+    board = capsys.readouterr().out
+    assert code == 0 and list(pd.read_csv(io.StringIO(board))["n"]) == [2, 2]  # n = seeds, not 2 x seeds
+
+
+def test_leaderboard_shows_only_the_current_config_and_counts_stale_runs(bench_env, capsys, monkeypatch):
+    from dataclasses import replace
+
+    from bench import config
+
+    argv = ["run", "--methods", "vae", "--dataset", "synthetic", "--profile", "smoke", "--quiet"]
+    assert run(capsys, *argv, "--seeds", "0,1")[0] == 0
+    smoke = config.PROFILES["smoke"]
+    monkeypatch.setitem(config.PROFILES, "smoke", replace(smoke, training=replace(smoke.training, max_epochs=3)))
+    assert run(capsys, *argv, "--seeds", "0")[0] == 0
+    code, out, _ = run(capsys, "leaderboard", "--dataset", "synthetic", "--profile", "smoke")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("| vae"))
+    assert row.rstrip(" |").endswith("1")  # n = 1: the two runs of the older config are not averaged in
+    assert "2 runs of an older config are not shown (--include-stale)" in out
+    code, out, _ = run(capsys, "leaderboard", "--dataset", "synthetic", "--profile", "smoke", "--include-stale")
+    rows = [line for line in out.splitlines() if line.startswith("| vae")]
+    assert len(rows) == 2 and any("(config " in r and r.rstrip(" |").endswith("2") for r in rows)
+
+
+def test_evaluate_command_re_evaluates_stored_checkpoints(bench_env, capsys, monkeypatch):
+    from dataclasses import replace
+
+    from bench import config
+
+    argv = ["--dataset", "synthetic", "--profile", "smoke"]
+    assert run(capsys, "run", "--methods", "vae", *argv, "--seeds", "0,1", "--quiet")[0] == 0
+    smoke = config.PROFILES["smoke"]
+    monkeypatch.setitem(config.PROFILES, "smoke", replace(smoke, evaluation=replace(smoke.evaluation, iw_samples=4)))
+    code, out, _ = run(capsys, "evaluate", *argv)
+    assert code == 0 and "2 runs: 0 trained, 2 evaluated again from stored checkpoints" in out
+    code, out, _ = run(capsys, "leaderboard", *argv)
+    assert "| vae" in out and "2 runs of an older config" not in out  # re-evaluated: nothing stale
+    code, out, _ = run(capsys, "evaluate", *argv)
+    assert "all 2 runs cached" in out

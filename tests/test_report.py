@@ -1,10 +1,11 @@
 import json
+import math
 
 import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.report import METRICS, Leaderboard
+from bench.report import METRICS, Leaderboard, select_runs
 
 
 def frame():
@@ -64,3 +65,41 @@ def test_errors():
         Leaderboard.from_runs(pd.DataFrame())
     with pytest.raises(BenchError, match="unknown format 'xml'"):
         Leaderboard.from_runs(frame()).render("xml")
+
+
+def test_mi_threshold_scales_with_log_n_and_vmf_au_is_never_bold():
+    board = Leaderboard.from_runs(frame().assign(N=64))
+    limit = 9.0 * math.log(64) / math.log(10_000)  # 4.06 nats: MI can never exceed log 64 = 4.16
+    assert board.threshold("MI", 64) == pytest.approx(limit)
+    assert board.is_bold("MI", limit, 64) and not board.is_bold("MI", limit - 1e-9, 64)
+    assert board.is_bold("AU", 32, 64) and not board.is_bold("AU", 32, 64, au_comparable=False)
+    vmf = frame().assign(au_comparable=[True, True, False])
+    md = Leaderboard.from_runs(vmf).render("md")
+    bn_row = next(line for line in md.splitlines() if "bn-vae" in line)
+    assert "**32.0" not in bn_row and "32.0 ± –" in bn_row
+    assert "never bold: the paper calls AU inappropriate for vMF" in md
+
+
+def test_coinciding_rows_are_explained_in_a_footnote():
+    runs = frame()
+    twin = runs[runs["method"] == "vae"].assign(method="cyclic-vae", run_key=["c0", "c1"])
+    near = runs[runs["method"] == "vae"].assign(method="beta-vae", run_key=["d0", "d1"], KL=3.0 + 1e-9)
+    board = Leaderboard.from_runs(pd.concat([runs.assign(history="h"), twin.assign(history="h"),
+                                             near.assign(history="g")]))
+    (note,) = [n for n in board.notes if n.startswith("Rows")]
+    assert "vae [-], cyclic-vae [-], beta-vae [-]" in note and "not exactly (largest difference 1e-09)" in note
+    same = Leaderboard.from_runs(pd.concat([runs.assign(history="h"), twin.assign(history="h")]))
+    assert any("the same computation" in n for n in same.notes)
+    assert not any(n.startswith("Rows") for n in Leaderboard.from_runs(runs).notes)
+
+
+def test_select_runs_counts_each_training_run_once_and_stale_runs_apart():
+    runs = frame().assign(trial=[0, 1, 2], current=[True, True, False], config_key=["new", "new", "old"])
+    again = runs.iloc[[0]].assign(trial=3, priorLL=-99.0)  # the same training run evaluated again
+    shown, stale = select_runs(pd.concat([runs, again]))
+    assert sorted(shown["run_key"]) == ["a0", "a1"] and stale == 1
+    assert shown.set_index("run_key").loc["a0", "priorLL"] == -99.0  # the latest record counts
+    shown, stale = select_runs(pd.concat([runs, again]), include_stale=True)
+    assert stale == 0 and set(shown["config"]) == {"current", "old"}
+    board = Leaderboard.from_runs(runs[runs["current"]], stale=1)
+    assert "1 run of an older config is not shown (--include-stale)." in board.notes
