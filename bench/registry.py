@@ -91,9 +91,17 @@ def check_count(name: str, value: Any, *, or_default: bool = False) -> None:
 
 
 def _coerce(value: Any, target: type) -> Any:
-    """Command-line strings -> the type of the field's default (a str default accepts numbers too)."""
-    if not isinstance(value, str):
-        return value
+    """Command-line strings and grid values -> the type of the field's default (a str default accepts
+    numbers too). A float field takes 4 as 4.0, so `--set fb-vae.free_bits=4`, the grid's 4 and the
+    default 4.0 are one run: one training key, one leaderboard row."""
+    if isinstance(value, str):
+        value = _parse(value, target)
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _parse(value: str, target: type) -> Any:
     for cast in (int, float) if target in (int, float) else (int, float, str):
         try:
             return cast(value)

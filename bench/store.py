@@ -77,7 +77,7 @@ def _open_rdb(url: str) -> RDBStorage:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
             warnings.simplefilter("ignore", ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                              grace_period=GRACE_PERIOD_S)
+                              grace_period=GRACE_PERIOD_S, heartbeat_stale_trial_callback=_report_stale)
     except ModuleNotFoundError as exc:
         raise BenchError(f"storage {_redact(url)!r} needs the database driver {exc.name!r}: "
                          f"pip install {exc.name}") from None
@@ -85,6 +85,14 @@ def _open_rdb(url: str) -> RDBStorage:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BenchError(f"cannot reach storage {_redact(url)!r}: {reason[:300]}; "
                          "check host, port, credentials and database name") from None
+
+
+def _report_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna calls this for each claim it failed for a stale heartbeat: say so, once, on stderr."""
+    a = trial.user_attrs
+    print(f"note: the run {a.get('method')}[{a.get('setting')}] seed {a.get('seed')} claimed by "
+          f"{a.get('host')} pid {a.get('pid')} sent no heartbeat for {GRACE_PERIOD_S} s; it is marked "
+          "failed and runs again here (from its checkpoint when this machine can read it)", file=sys.stderr)
 
 
 def bench_version() -> str:

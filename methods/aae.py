@@ -5,13 +5,22 @@ q(z) = E_x q(z|x) to the prior p(z) = N(0, I) (at the optimum, a Jensen-Shannon 
 A discriminator T (MLP D -> D -> D -> 2, LeakyReLU(0.2)) classifies latent codes as "prior" (class
 0) or "posterior" (class 1). With z ~ q(z|x) the reparameterised posterior sample and z_p ~ N(0, I):
 
-    generator term (the regularizer, weighted by the KL schedule, per sentence):
-        reg_n = -log softmax(T(z_n))[prior]                     (non-saturating GAN loss)
+    generator term (the regularizer, weighted by the KL schedule w(t)):
+        reg = lambda G,   G = mean_n -log softmax(T(z_n))[prior]        (non-saturating GAN loss)
     discriminator loss (auxiliary, unweighted, gradient only):
         L_T = mean over the 2B codes of CE(T(z_p), prior) and CE(T(z.detach()), posterior)
 
+G and L_T are logged as `adv` and `disc` in the run's per-epoch history.
+
+Weights. lambda (`lam`, default 1: Makhzani et al. weight the adversarial term 1, as does Tolstikhin
+et al.'s WAE-GAN, lambda = 1 on MNIST; paper grid 1 10 100) scales the generator term against a
+reconstruction term of hundreds of nats. The generator term is annealed by the same schedule w(t) as
+the KL of the other methods: early on the encoder is free to become informative. The discriminator
+loss is not: the critic must track q(z) from the first step, so that when w(t) rises its signal
+describes the current aggregated posterior rather than a stale one.
+
 One SGD optimiser updates all parameters at once, so each term is made to reach only its own
-player: reg_n evaluates T with *detached* parameters (torch.func.functional_call), so its gradient
+player: G evaluates T with *detached* parameters (torch.func.functional_call), so its gradient
 flows into the encoder only; L_T sees z.detach(), so its gradient reaches T only. Both players thus
 take one simultaneous step per batch, as in Makhzani et al.'s alternating scheme with one step each.
 LeakyReLU rather than ReLU keeps gradients alive through units that the uniform U(-0.01, 0.01)
@@ -20,22 +29,39 @@ initialisation would otherwise leave dead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from bench.config import Backbone
-from bench.model import GaussianMethod
+from bench.model import GaussianMethod, Reg
 from bench.posterior import Posterior
-from bench.registry import register
+from bench.registry import check_number, register
 
 PRIOR, POSTERIOR = 0, 1
 
 
-@register("aae")
+@dataclass(frozen=True)
+class AAEParams:
+    """lam: lambda, the weight of the generator's adversarial term, a finite float >= 0 (default 1.0,
+    Makhzani et al.'s unit weight; paper grid 1 10 100)."""
+
+    lam: float = 1.0
+
+    def __post_init__(self):
+        check_number("lam", self.lam, 0, low_inclusive=True)
+        object.__setattr__(self, "lam", float(self.lam))  # 1 and 1.0 resolve to the same run
+
+
+@register("aae", grid={"lam": [1, 10, 100]},
+          search=lambda trial: {"lam": trial.suggest_float("lam", 0.1, 1000.0, log=True)})
 class AAE(GaussianMethod):
     """Adversarial match of the aggregated posterior to the prior (JS, via a discriminator)."""
+
+    Params = AAEParams
 
     def build_extras(self, vocab_size: int, backbone: Backbone) -> None:
         d = backbone.latent_dim
@@ -62,8 +88,10 @@ class AAE(GaussianMethod):
         ])
         return F.cross_entropy(self.discriminator(codes), labels)
 
-    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
-        return self.generator_loss(z)
+    def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
+        adv = self.generator_loss(z).mean()
+        return Reg(self.params.lam * adv, {"adv": adv.detach()})
 
-    def auxiliary_loss(self, q: Posterior, z: Tensor, x: Tensor) -> Tensor:
-        return self.discriminator_loss(z, q.prior.sample(z.shape[:1]))
+    def auxiliary_loss(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
+        disc = self.discriminator_loss(z, q.prior.sample(z.shape[:1]))
+        return Reg(disc, {"disc": disc.detach()})

@@ -17,8 +17,9 @@ momentum 0.1 are PyTorch's BatchNorm defaults; note that the bound's factor var 
 is far below 1 while the encoder's raw means still vary by less than ~sqrt(eps) across the batch
 (e.g. right after the U(-0.01, 0.01) initialisation).
 
-A training batch of ONE sentence (length-bucketed batches can have one) has no batch variance;
-it is normalised with the running statistics instead, which are then not updated.
+A batch of ONE sentence has no batch variance. The trainer never steps on one (`min_batch_size`
+is 2), but should one reach `posterior` in training mode it is normalised with the running
+statistics, which are then not updated.
 """
 
 from __future__ import annotations

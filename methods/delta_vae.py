@@ -4,25 +4,35 @@ can never reach the prior. Every dimension commits a rate of at least delta:
 
     KL_i = 1/2 (mu_i^2 + sigma_i^2 - ln sigma_i^2 - 1) >= delta      for every i and every x.
 
-Construction (ours, exact for ANY encoder output (a_i, b_i) = (raw mean, raw log-variance part)):
+Construction (that of BN-VAE's public delta-VAE encoder, which the DG-VAE baseline code reuses),
+for the encoder output (a_i, b_i) = (raw mean part, raw variance part):
 
 * Let l < 1 < u be the two roots of  ln s - s + 2 delta + 1 = 0  (s = sigma^2), i.e. the variances
   whose KL with mu = 0 is exactly delta. Closed form with the Lambert W function: s e^{-s} = e^{-c}
   with c = 2 delta + 1, so l = -W_0(-e^{-c}), u = -W_{-1}(-e^{-c}).
 * sigma_i^2 = l + (u - l) sigmoid(b_i), so sigma_i^2 in [l, u], where g(s) = s - ln s - 1 <= 2 delta
-  (g is convex, g(l) = g(u) = 2 delta): the variance alone cannot exceed the committed rate.
-* The mean supplies the rest: with r_i = 2 delta - g(sigma_i^2) >= 0 (the rate still missing),
-  mu_i = sign(a_i) sqrt(r_i + a_i^2), sign(0) := +1. Then
+  (g is convex, g(l) = g(u) = 2 delta): the variance alone never exceeds the committed rate.
+* The mean supplies the rest, plus whatever the encoder adds on top:
 
-      KL_i = 1/2 (r_i + a_i^2 + g(sigma_i^2)) = delta + a_i^2 / 2  >=  delta    exactly.
+      mu_i = sqrt(2 delta - g(sigma_i^2) + relu(a_i) + eps)
+           = sqrt(2 delta + 1 + ln sigma_i^2 - sigma_i^2 + relu(a_i) + eps),
+      KL_i = 1/2 (2 delta + relu(a_i) + eps) = delta + relu(a_i) / 2 + eps / 2  >=  delta    exactly,
 
-  The encoder keeps full control: a_i moves the mean (and the rate above delta), b_i the variance.
-  In floating point r_i is clamped at 0 and the square root's argument at 1e-12 (finite gradients
-  when sigmoid saturates, b_i -> +-inf), which can only raise KL_i; the analytic KL then agrees with
-  delta + a_i^2/2 up to rounding (~1e-6 relative).
+  with eps = 1e-6 (a finite gradient of the square root where its argument would be 0). In floating
+  point the argument is also clamped at >= eps, which only matters where rounding of
+  2 delta + 1 + ln sigma^2 - sigma^2 (exactly >= 0) falls below -relu(a_i); it can only raise KL_i.
 
-delta is bounded above by 20 nats per dimension (l = e^{-41}, u ~ 45): beyond it l underflows in
-float32, and 20 nats per dimension already exceeds what a sentence carries.
+Why this form: mu_i >= 0 is a continuous function of (a_i, b_i), so an encoder that carries no
+information about x (a_i, b_i nearly constant over the data, as at initialisation) has nearly
+constant posterior means: no active unit and a KL of D delta, the paper table's delta-VAE row
+(KL ~ 4.8 = 32 x 0.15 with AU = 0 and CU = 0). A signed mean, sign(a_i) sqrt(2 delta - g + a_i^2),
+also meets the bound but jumps from -sqrt(2 delta - g) to +sqrt(2 delta - g) at a_i = 0 (+-0.53 for
+delta = 0.15 and b_i = 0), so the sign of a near-zero raw output spreads the means over two points
+and counts as an active unit although the encoder says nothing. The price of the relu: a dimension with
+a_i < 0 sits at KL_i = delta and gets no gradient through a_i until the encoder raises a_i.
+
+delta is bounded above by 20 nats per dimension (l = e^{-41}, u ~ 45): 20 nats per dimension already
+exceeds what a sentence carries, and l underflows float32 from delta ~ 43 on.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+import torch.nn.functional as F
 from scipy.special import lambertw
 from torch import Tensor
 
@@ -40,6 +51,7 @@ from bench.posterior import DiagGaussian, Posterior
 from bench.registry import check_number, register
 
 MAX_DELTA = 20.0
+EPS = 1e-6
 
 
 @cache
@@ -64,7 +76,7 @@ class DeltaParams:
 @register("delta-vae", grid={"delta": [0.15]},
           search=lambda trial: {"delta": trial.suggest_float("delta", 0.01, 1.0, log=True)})
 class DeltaVAE(GaussianMethod):
-    """Posterior variance bounded and mean shifted so that every dimension's KL >= delta."""
+    """Posterior variance bounded and mean set so that every dimension's KL = delta + relu(a)/2 >= delta."""
 
     Params = DeltaParams
 
@@ -74,7 +86,6 @@ class DeltaVAE(GaussianMethod):
         lower, upper = variance_bounds(delta)
         var = lower + (upper - lower) * torch.sigmoid(raw_var)
         logvar = torch.log(var)
-        missing = (2 * delta - (var - logvar - 1)).clamp_min(0)  # r_i in the module docstring
-        sign = torch.where(raw_mu >= 0, 1.0, -1.0).to(raw_mu.dtype)
-        loc = sign * torch.sqrt((missing + raw_mu * raw_mu).clamp_min(1e-12))
-        return DiagGaussian(loc, logvar)
+        # 2 delta - g(sigma^2) + relu(a) + eps, clamped against rounding (module docstring)
+        square = (2 * delta + 1 + logvar - var + F.relu(raw_mu) + EPS).clamp_min(EPS)
+        return DiagGaussian(torch.sqrt(square), logvar)

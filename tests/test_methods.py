@@ -1,11 +1,14 @@
 """The same tests for every registered method (built-in or plug-in), at smoke size.
 
 Parametrised over `bench.registry.names()`, so a newly registered method is covered without edits:
-it builds, its loss is finite, gradients reach every trainable parameter (encoder and decoder
-included), a state_dict round trip reproduces it, the same seed gives the same loss, and every
-setting of its paper grid resolves and trains one step.
+it builds, its loss is finite with the shapes the trainer expects (rec and kl per sentence; reg,
+objective and the named logs scalars), the regularizer and only it is weighted by w(t), gradients
+reach every trainable parameter (encoder and decoder included), its smallest training batch trains
+and a one-sentence batch validates, a state_dict round trip reproduces it, the same seed gives the
+same loss, and every setting of its paper grid resolves to its own hyperparameters and trains one step.
 """
 
+import dataclasses
 import io
 
 import pytest
@@ -34,9 +37,14 @@ class TestMethod:
     def test_loss_is_finite_and_gradients_reach_every_trainable_parameter(self, name):
         model = build(name).train()
         terms = model.loss(sentences(), kl_weight=0.5)
-        assert torch.isfinite(terms.loss)
-        for t in (terms.rec, terms.kl, terms.reg):
+        assert terms.loss.shape == () and torch.isfinite(terms.loss)
+        for t in (terms.rec, terms.kl):
             assert t.shape == (6,) and torch.isfinite(t).all()
+        assert terms.reg.shape == () and torch.isfinite(terms.reg)
+        for log_name, value in terms.logs.items():  # the trainer averages these per epoch
+            assert log_name not in ("kl", "reg"), f"log {log_name!r} would overwrite the trainer's own"
+            assert torch.as_tensor(value).shape == () and not torch.as_tensor(value).requires_grad
+            assert torch.isfinite(torch.as_tensor(value))
         terms.loss.backward()
         for pname, p in model.named_parameters():
             if p.requires_grad:
@@ -45,12 +53,28 @@ class TestMethod:
         assert model.encoder.lstm.weight_ih_l0.grad.abs().sum() > 0
         assert model.decoder.lstm.weight_ih_l0.grad.abs().sum() > 0
 
-    def test_a_single_sentence_batch_trains(self, name):
-        # length-bucketed batches without padding can hold one sentence
+    def test_only_the_regularizer_is_weighted_by_the_schedule(self, name):
+        # the same draws with w = 0 and w = 1: the losses differ by exactly the regularizer
         model = build(name).train()
-        terms = model.loss(sentences(b=1), kl_weight=1.0)
+        x = sentences()
+        torch.manual_seed(4)
+        off = model.loss(x, kl_weight=0.0)
+        torch.manual_seed(4)
+        on = model.loss(x, kl_weight=1.0)
+        assert torch.equal(off.reg, on.reg) and torch.equal(off.rec, on.rec)
+        assert torch.allclose(on.loss - off.loss, on.reg, rtol=1e-5, atol=1e-5)
+
+    def test_the_smallest_training_batch_trains_and_one_sentence_validates(self, name):
+        model = build(name).train()
+        smallest = model.min_batch_size
+        assert isinstance(smallest, int) and smallest >= 2
+        terms = model.loss(sentences(b=smallest), kl_weight=1.0)
         assert torch.isfinite(terms.loss)
         terms.loss.backward()
+        # length-bucketed validation batches without padding can hold one sentence: it is scored
+        with torch.no_grad():
+            one = model.eval().loss(sentences(b=1))
+        assert torch.isfinite(one.objective) and one.rec.shape == (1,)
 
     def test_state_dict_round_trip_gives_identical_outputs(self, name):
         model = build(name).train()
@@ -88,12 +112,19 @@ class TestMethod:
         model = build(name).eval()
         with torch.no_grad():
             terms = model.loss(sentences())
-        assert terms.objective.shape == (6,) and torch.isfinite(terms.objective).all()
+        assert terms.objective.shape == () and torch.isfinite(terms.objective)
+        assert torch.allclose(terms.objective, terms.rec.mean() + terms.reg)
 
-    def test_every_paper_grid_setting_resolves_and_builds(self, name):
+    def test_every_paper_grid_setting_resolves_to_its_own_params_and_trains(self, name):
         spec = registry.get(name)
-        for setting in spec.settings("paper"):
+        settings = spec.settings("paper")
+        resolved = []
+        for setting in settings:
             model = build(name, **setting)
-            assert model.params == spec.resolve(setting)
-            terms = model.loss(sentences(b=4), kl_weight=1.0)
+            values = dataclasses.asdict(model.params)
+            for key, value in setting.items():  # the setting reaches the model, not a default
+                assert values[key] == value, (setting, values)
+            resolved.append(tuple(sorted(values.items())))
+            terms = model.loss(sentences(b=max(4, model.min_batch_size)), kl_weight=1.0)
             assert torch.isfinite(terms.loss), setting
+        assert len(set(resolved)) == len(settings)  # no two grid settings are the same run

@@ -115,3 +115,15 @@ def test_a_broken_plugin_is_named(monkeypatch):
 def test_search_space_is_described_without_a_study(toy):
     assert toy.search_space() == {}
     assert registry.get("bn-vae").search_space() == {"gamma": "float in [0.3, 2.0]"}
+
+
+def test_an_integer_for_a_float_hyperparameter_is_the_same_run():
+    from bench.runner import expand
+
+    fb = registry.get("fb-vae")
+    assert fb.resolve({"free_bits": 4}) == fb.resolve({"free_bits": "4"}) == fb.resolve({})
+    assert isinstance(fb.resolve({"free_bits": 9}).free_bits, float)
+    paper = expand([fb], "synthetic", "smoke", "paper", [0])
+    default = expand([fb], "synthetic", "smoke", "default", [0])
+    assert default[0] in paper  # the grid's 4 and the default 4.0: one RunSpec, one training key
+    assert registry.get("dg-vae").resolve({"agg": "32"}).agg == 32  # a str/int field keeps its int

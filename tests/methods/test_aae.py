@@ -1,16 +1,22 @@
-"""aae: each player's loss reaches only its own parameters, and one step improves each."""
+"""aae: each player's loss reaches only its own parameters, one step improves each, the generator term
+is lambda times the mean generator loss (annealed like the KL), the discriminator loss is unweighted,
+and a large lambda keeps the aggregated posterior at the prior where lambda = 0 lets it drift."""
 
+import pytest
 import torch
 
+from bench import registry
 from bench.config import Backbone
-from methods.aae import AAE
+from bench.errors import BenchError
+from methods.aae import AAE, AAEParams
+from methods.wae import mmd_imq
 
 BB = Backbone(8, 12, 12, latent_dim=4)
 
 
-def build():
+def build(lam=1.0):
     torch.manual_seed(0)
-    model = AAE(20, BB)
+    model = AAE(20, BB, AAEParams(lam=lam))
     for layer in model.discriminator:  # a discriminator that is not ~constant (the test needs signal)
         if hasattr(layer, "reset_parameters"):
             layer.reset_parameters()
@@ -26,13 +32,37 @@ def test_generator_term_trains_only_the_encoder_and_discriminator_loss_only_the_
     x = torch.randint(4, 20, (6, 5))
     q = model.encode(x)
     z = q.rsample(1)[0]
-    model.regularizer(q, z, x).sum().backward(retain_graph=True)
+    model.regularizer(q, z, x).value.backward(retain_graph=True)
     assert all(p.grad is None for p in disc_params(model))
     assert model.encoder.out.weight.grad.abs().sum() > 0
     model.zero_grad(set_to_none=True)
-    model.auxiliary_loss(q, z, x).backward()
+    model.auxiliary_loss(q, z, x).value.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in disc_params(model))
     assert model.encoder.out.weight.grad is None
+
+
+def test_generator_term_is_lambda_times_the_mean_generator_loss_and_the_critic_loss_is_unweighted():
+    model = build(lam=7.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(4, 20, (6, 5), generator=g)
+    q = model.encode(x)
+    z = q.rsample(1, g)[0]
+    reg = model.regularizer(q, z, x)
+    adv = model.generator_loss(z).mean()
+    assert reg.value.shape == () and torch.allclose(reg.value, 7 * adv)
+    assert torch.allclose(reg.logs["adv"], adv) and not reg.logs["adv"].requires_grad
+    torch.manual_seed(1)
+    aux = model.auxiliary_loss(q, z, x)
+    torch.manual_seed(1)
+    disc = model.discriminator_loss(z, torch.randn(6, 4))  # the prior draws auxiliary_loss made
+    assert torch.allclose(aux.value, disc) and torch.allclose(aux.logs["disc"], disc)
+    # in the loss, w(t) scales the generator term only: the critic trains at full weight from step 0
+    torch.manual_seed(2)
+    terms = model.loss(x, kl_weight=0.25)
+    assert torch.allclose(terms.reg, 7 * terms.logs["adv"])
+    assert torch.allclose(terms.loss, terms.rec.mean() + 0.25 * terms.reg + terms.logs["disc"])
+    torch.manual_seed(2)
+    assert torch.allclose(model.loss(x, kl_weight=0.0).loss, terms.rec.mean() + terms.logs["disc"])
 
 
 def test_one_discriminator_step_lowers_its_loss():
@@ -66,3 +96,47 @@ def test_one_generator_step_moves_posterior_samples_toward_what_d_calls_prior():
     assert model.generator_loss(z_new).mean() < before.detach()
     # prior-like codes are where D says "prior": the step moved z toward the origin on average
     assert z_new.norm(dim=-1).mean() < z.detach().norm(dim=-1).mean()
+
+
+def test_lambda_params_grid_and_domain():
+    spec = registry.get("aae")
+    assert spec.defaults == {"lam": 1.0}
+    assert spec.grid == {"lam": [1, 10, 100]}
+    assert spec.resolve({"lam": "1"}) == spec.resolve({}) and isinstance(spec.resolve({"lam": 1}).lam, float)
+    assert spec.resolve({"lam": "0"}).lam == 0.0
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(BenchError, match="lam must be a finite number >= 0"):
+            spec.resolve({"lam": bad})
+
+
+def corpus(n, seed):
+    x = torch.randint(4, 20, (n, 8), generator=torch.Generator().manual_seed(seed))
+    x[:, 0], x[:, -1] = 1, 2
+    return x
+
+
+def held_out_mmd_after_training(lam, steps=100):
+    """Train a tiny AAE on 64 fixed random sentences, then MMD^2 of held-out posterior samples to the
+    prior. Adam with a faster critic (the usual GAN setting) keeps the game stable at this size."""
+    torch.manual_seed(0)
+    bb = Backbone(8, 16, 16, latent_dim=4, dec_dropout_in=0.0, dec_dropout_out=0.0)
+    model = AAE(20, bb, AAEParams(lam=lam)).train()
+    autoencoder = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    opt = torch.optim.Adam([{"params": autoencoder, "lr": 0.01},
+                            {"params": disc_params(model), "lr": 0.03}])
+    train = corpus(64, seed=1)
+    for step in range(steps):
+        loss = model.loss(train[32 * (step % 2):][:32], kl_weight=1.0).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        q = model.eval().encode(corpus(64, seed=2))
+        g = torch.Generator().manual_seed(3)
+        return mmd_imq(q.rsample(1, g)[0], torch.randn(64, 4, generator=g)).item()
+
+
+def test_a_large_lambda_keeps_the_aggregated_posterior_closer_to_the_prior():
+    free, matched = held_out_mmd_after_training(0.0), held_out_mmd_after_training(100.0)
+    assert free > 1.0  # reconstruction alone moves q(z) away from N(0, I) ...
+    assert matched < free / 4  # ... the adversarial term pulls it back

@@ -53,6 +53,31 @@ def test_eval_uses_running_statistics_and_a_single_sentence_batch_trains():
     assert torch.isfinite(one.mean).all() and torch.equal(model.mu_bn.running_mean, running)
 
 
+def test_mean_is_gamma_times_batchnorm_plus_beta_exactly():
+    """mu = gamma (a - m) / sqrt(v + 1e-5) + beta: batch statistics (biased variance) in training,
+    running statistics in evaluation; the log-variance passes through untouched."""
+    model = build(0.7).double()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        model.beta.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0, -0.3, 1.5], dtype=torch.float64))
+    h = 3 * torch.randn(16, 12, generator=g, dtype=torch.float64) + 1
+    a, logvar = h[:, :6], h[:, 6:]
+
+    q = model.train().posterior(h)
+    by_hand = 0.7 * (a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + 1e-5) + model.beta
+    assert torch.allclose(q.mean, by_hand, rtol=0, atol=1e-6)
+    assert torch.equal(q.logvar, logvar)
+
+    running_mean = torch.randn(6, generator=g, dtype=torch.float64)
+    running_var = torch.rand(6, generator=g, dtype=torch.float64) + 0.5
+    model.mu_bn.running_mean.copy_(running_mean)
+    model.mu_bn.running_var.copy_(running_var)
+    q = model.eval().posterior(h)
+    by_hand = 0.7 * (a - running_mean) / torch.sqrt(running_var + 1e-5) + model.beta
+    assert torch.allclose(q.mean, by_hand, rtol=0, atol=1e-6)
+    assert torch.equal(q.logvar, logvar)
+
+
 def test_gamma_domain():
     for bad in ("0", "-1", "inf"):
         with pytest.raises(BenchError, match="gamma must be a finite number > 0"):

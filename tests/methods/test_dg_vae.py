@@ -1,4 +1,5 @@
-"""dg-vae: the density-gap KL (Eq. 11) against a naive loop, its limits, its grouping rule."""
+"""dg-vae: the density-gap KL (Eq. 11) against a naive loop, its limits, its grouping rule (rows that
+do not fill a group stay out; batches smaller than a group are skipped in training)."""
 
 import math
 
@@ -6,20 +7,19 @@ import pytest
 import torch
 
 from bench import registry
+from bench.config import Backbone
 from bench.errors import BenchError
 from bench.posterior import DiagGaussian
-from methods.dg_vae import DGVAE, density_gap_kl
+from methods.dg_vae import DGVAE, DGParams, aggregation_groups, density_gap_kl
 
 
 def naive_density_gap(loc, std, agg, m, seed):
     """Deliberately naive: Python loops over groups, samples, datapoints and dimensions."""
     b, d = loc.shape
     eps = torch.randn(b, m, d, generator=torch.Generator().manual_seed(seed), dtype=loc.dtype)
-    size = b if agg is None else min(agg, b)
-    groups = [list(range(s, min(s + size, b))) for s in range(0, b - b % size, size)]
-    if b % size:
-        groups.append(list(range(b - b % size, b)))
-    weighted = 0.0
+    size = b if agg is None or b < agg else agg
+    groups = [list(range(s, s + size)) for s in range(0, b - b % size, size)]  # the remainder stays out
+    gaps = []
     for group in groups:
         gap = 0.0
         for i in range(d):
@@ -36,8 +36,8 @@ def naive_density_gap(loc, std, agg, m, seed):
                     total += log_q - log_p
                     count += 1
             gap += total / count
-        weighted += gap * len(group)
-    return weighted / b
+        gaps.append(gap)
+    return sum(gaps) / len(gaps)
 
 
 def random_posteriors(b, d, seed=0, dtype=torch.float64, spread=1.0):
@@ -102,7 +102,15 @@ def test_invariant_to_permuting_rows_within_a_group():
     assert abs(base - density_gap_kl(loc[across], std[across], 4, eps=eps[across])) > 1e-6
 
 
-def test_remainder_rule_weights_groups_by_size():
+@pytest.mark.parametrize("batch,agg,expected", [
+    (70, 32, (32, 64)), (64, 32, (32, 64)), (20, 32, (20, 20)), (10, 4, (4, 8)), (7, 1, (1, 7)),
+    (5, "default", (5, 5)), (70, None, (70, 70)),
+])
+def test_aggregation_groups_by_hand(batch, agg, expected):
+    assert aggregation_groups(batch, agg) == expected
+
+
+def test_remainder_rows_stay_out_of_the_term():
     loc, std = random_posteriors(10, 3, seed=2)
     eps = draws(10, 5, 3, seed=4)
     assert torch.equal(density_gap_kl(loc, std, 4, eps=eps),
@@ -111,11 +119,25 @@ def test_remainder_rule_weights_groups_by_size():
     def one_group(rows):
         return density_gap_kl(loc[rows], std[rows], None, eps=eps[rows])
 
-    expected = (4 * one_group(slice(0, 4)) + 4 * one_group(slice(4, 8)) + 2 * one_group(slice(8, 10))) / 10
-    assert abs(density_gap_kl(loc, std, 4, eps=eps) - expected) < 1e-12  # groups 4, 4, 2
-    # a batch smaller than agg is one group
+    value = density_gap_kl(loc, std, 4, eps=eps)  # groups rows 0-3 and 4-7; rows 8, 9 left out
+    assert abs(value - (one_group(slice(0, 4)) + one_group(slice(4, 8))) / 2) < 1e-12
+    moved_loc, moved_std = loc.clone(), std.clone()
+    moved_loc[8:] += 5.0
+    moved_std[8:] *= 3.0
+    assert torch.equal(density_gap_kl(moved_loc, moved_std, 4, eps=eps), value)
+    moved_loc[7] += 5.0  # a row inside a group does count
+    assert abs(density_gap_kl(moved_loc, std, 4, eps=eps) - value) > 1e-3
+    # a batch smaller than agg is one group (validation scores every sentence)
     assert torch.equal(density_gap_kl(loc[:3], std[:3], 8, eps=eps[:3]),
                        density_gap_kl(loc[:3], std[:3], None, eps=eps[:3]))
+
+
+def test_min_batch_size_is_one_group():
+    bb = Backbone(8, 12, 12, latent_dim=4)
+    assert DGVAE(20, bb, DGParams(agg=32)).min_batch_size == 32
+    assert DGVAE(20, bb, DGParams(agg=4)).min_batch_size == 4
+    assert DGVAE(20, bb, DGParams(agg=1)).min_batch_size == 2  # the trainer's floor
+    assert DGVAE(20, bb).min_batch_size == 2
 
 
 def test_gradients_match_autograd_through_a_direct_formula():
@@ -126,18 +148,15 @@ def test_gradients_match_autograd_through_a_direct_formula():
     fast = density_gap_kl(loc, log_sd.exp(), 4, eps=eps)
     g_fast = torch.autograd.grad(fast, [loc, log_sd])
     sd = log_sd.exp()
-    total = 0.0
-    for rows in (slice(0, 4), slice(4, 6)):
-        mu, s, e = loc[rows], sd[rows], eps[rows]
-        z = (mu[:, None] + s[:, None] * e).reshape(-1, 3)  # [S, D]
-        log_n = -0.5 * ((z[:, None] - mu[None]) / s[None]) ** 2 - s.log()[None]  # [S, g, D]
-        gap = (torch.logsumexp(log_n, 1) - math.log(mu.shape[0]) + 0.5 * z * z).mean(0).sum()
-        total = total + gap * mu.shape[0]
-    slow = total / 6
+    mu, s, e = loc[:4], sd[:4], eps[:4]  # one group of 4; rows 4, 5 stay out
+    z = (mu[:, None] + s[:, None] * e).reshape(-1, 3)  # [S, D]
+    log_n = -0.5 * ((z[:, None] - mu[None]) / s[None]) ** 2 - s.log()[None]  # [S, g, D]
+    slow = (torch.logsumexp(log_n, 1) - math.log(4) + 0.5 * z * z).mean(0).sum()
     g_slow = torch.autograd.grad(slow, [loc, log_sd])
     assert torch.allclose(fast, slow, atol=1e-10)
     for a, b in zip(g_fast, g_slow):
         assert torch.allclose(a, b, atol=1e-9)
+    assert (g_fast[0][4:] == 0).all() and (g_fast[1][4:] == 0).all() and (g_fast[0][:4] != 0).all()
 
 
 @pytest.mark.parametrize("sigma", [1e-2, 1e-4, 1e-6])
@@ -154,17 +173,16 @@ def test_float32_is_accurate_for_narrow_posteriors(sigma):
 
 def test_method_uses_the_gap_as_regularizer_and_logs_it():
     torch.manual_seed(0)
-    from bench.config import Backbone
-
     model = DGVAE(30, Backbone(8, 12, 12, latent_dim=4), registry.get("dg-vae").resolve({"agg": "2"}))
     assert model.params.agg == 2
     x = torch.randint(4, 30, (5, 6))
     terms = model.loss(x, kl_weight=0.5)
-    assert terms.reg.shape == (5,) and torch.all(terms.reg == terms.reg[0])
-    assert torch.equal(terms.extras["dg"], terms.reg[0].detach())
+    assert terms.reg.shape == () and terms.reg.requires_grad
+    assert torch.equal(terms.logs["dg"], terms.reg.detach())
     q = model.encode(x)
     assert torch.allclose(terms.kl, q.kl_to_prior())  # the reported KL is the analytic one
-    assert torch.allclose(terms.loss, (terms.rec + 0.5 * terms.reg).mean())
+    assert torch.allclose(terms.loss, terms.rec.mean() + 0.5 * terms.reg)
+    assert torch.allclose(terms.objective, terms.rec.mean() + terms.reg)
 
 
 @pytest.mark.parametrize("setting,message", [

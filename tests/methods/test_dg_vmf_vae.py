@@ -1,3 +1,5 @@
+"""dg-vmf-vae: the density gap of Eq. 9 against a naive loop, its grouping rule, and the method's loss."""
+
 import math
 
 import pytest
@@ -7,7 +9,7 @@ from bench import registry
 from bench.config import Backbone
 from bench.errors import BenchError
 from bench.posterior import VonMisesFisher, log_sphere_area, vmf_constants
-from methods.dg_vmf_vae import DGVMFVAE, DGVMFParams, density_gap_kl_vmf, group_ids
+from methods.dg_vmf_vae import DGVMFVAE, DGVMFParams, density_gap_kl_vmf
 
 BB = Backbone(8, 12, 12, latent_dim=5)
 
@@ -32,8 +34,8 @@ def naive_dg(z, loc, kappa, groups):
     return total / count
 
 
-@pytest.mark.parametrize("agg, groups", [("default", [[0, 1, 2, 3, 4]]), (2, [[0, 1], [2, 3], [4]]),
-                                         (8, [[0, 1, 2, 3, 4]])])
+@pytest.mark.parametrize("agg, groups", [("default", [[0, 1, 2, 3, 4]]), (2, [[0, 1], [2, 3]]),
+                                         (3, [[0, 1, 2]]), (8, [[0, 1, 2, 3, 4]])])
 def test_matches_a_naive_loop_on_the_same_samples(agg, groups):
     loc, kappa, m = unit(5, 4), 3.0, 3
     z = VonMisesFisher(loc, kappa).rsample(m, torch.Generator().manual_seed(1))
@@ -42,10 +44,20 @@ def test_matches_a_naive_loop_on_the_same_samples(agg, groups):
     assert float(dg) == pytest.approx(naive_dg(z, loc, kappa, groups), abs=1e-5)
 
 
-def test_group_ids():
-    assert group_ids(5, "default").tolist() == [0] * 5
-    assert group_ids(7, 3).tolist() == [0, 0, 0, 1, 1, 1, 2]
-    assert group_ids(3, 8).tolist() == [0, 0, 0]
+def test_rows_outside_every_group_do_not_change_the_gap():
+    loc, kappa = unit(7, 4, seed=5), 4.0
+    value = density_gap_kl_vmf(loc, kappa, 3, torch.Generator().manual_seed(2), agg=3)  # rows 0-5; row 6 out
+    moved = loc.clone()
+    moved[6] = -moved[6]
+    assert torch.equal(density_gap_kl_vmf(moved, kappa, 3, torch.Generator().manual_seed(2), agg=3), value)
+    moved[5] = -moved[5]  # a row inside a group does count
+    assert abs(float(density_gap_kl_vmf(moved, kappa, 3, torch.Generator().manual_seed(2), agg=3) - value)) > 1e-3
+
+
+def test_min_batch_size_is_one_group():
+    assert DGVMFVAE(20, BB, DGVMFParams(agg=32)).min_batch_size == 32
+    assert DGVMFVAE(20, BB, DGVMFParams(agg=1)).min_batch_size == 2
+    assert DGVMFVAE(20, BB).min_batch_size == 2
 
 
 def test_near_zero_for_spread_means_and_large_for_clustered_means():
@@ -89,12 +101,12 @@ def test_loss_uses_dg_as_regularizer_and_reports_the_analytic_kl():
     x[:, 0], x[:, -1] = 1, 2
     terms = model.loss(x, kl_weight=0.5)
     assert torch.isfinite(terms.loss)
-    assert terms.reg.shape == (6,) and torch.allclose(terms.reg, terms.reg[:1].expand(6))
-    assert float(terms.extras["dg"]) == pytest.approx(float(terms.reg[0].detach()))
+    assert terms.reg.shape == () and terms.reg.requires_grad
+    assert torch.equal(terms.logs["dg"], terms.reg.detach())
     assert torch.allclose(terms.kl, torch.full((6,), float(VonMisesFisher(torch.eye(5)[:1], 13).kl_to_prior())))
-    assert torch.allclose(terms.loss, (terms.rec + 0.5 * terms.reg).mean())
+    assert torch.allclose(terms.loss, terms.rec.mean() + 0.5 * terms.reg)
     # the regularizer alone reaches the encoder
     q = model.encode(x)
-    model.regularizer(q, None, x).mean().backward()
+    model.regularizer(q, None, x).value.backward()
     assert model.encoder.out.weight.grad.abs().sum() > 0
     assert model.encoder.lstm.weight_ih_l0.grad.abs().sum() > 0

@@ -42,9 +42,24 @@ def test_beta_vae_regularizer_is_beta_times_kl(beta):
     torch.manual_seed(0)
     model = BetaVAE(20, BB, registry.get("beta-vae").resolve({"beta": beta}))
     terms = model.loss(sentences(), kl_weight=0.5)
-    assert torch.allclose(terms.reg, beta * terms.kl)
-    assert torch.allclose(terms.objective, terms.rec + beta * terms.kl)
-    assert torch.allclose(terms.loss, (terms.rec + 0.5 * beta * terms.kl).mean())
+    assert terms.reg.shape == () and torch.allclose(terms.reg, beta * terms.kl.mean())
+    assert torch.allclose(terms.objective, terms.rec.mean() + beta * terms.kl.mean())
+    assert torch.allclose(terms.loss, terms.rec.mean() + 0.5 * beta * terms.kl.mean())
+
+
+def test_only_the_cyclic_schedule_needs_all_epochs():
+    # a cyclic run must not stop after max_decays half-way through a cycle; the others may
+    assert CyclicVAE.needs_all_epochs is True and CyclicVAE(20, BB).needs_all_epochs is True
+    assert VAE.needs_all_epochs is False and BetaVAE.needs_all_epochs is False
+
+
+def test_vae_regularizer_is_the_mean_analytic_kl():
+    torch.manual_seed(0)
+    model = VAE(20, BB)
+    terms = model.loss(sentences(), kl_weight=0.3)
+    assert terms.reg.shape == () and torch.allclose(terms.reg, terms.kl.mean())
+    assert torch.allclose(terms.loss, terms.rec.mean() + 0.3 * terms.kl.mean())
+    assert terms.logs == {}
 
 
 def test_beta_domain():
