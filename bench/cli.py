@@ -222,16 +222,14 @@ def current_config(dataset: str, profile, store) -> tuple[str, str]:
     from bench.identity import config_key
 
     family = data.get_manifest(dataset).family
-    try:
-        checksum = data.load_corpus(dataset).checksum
-        return config_key(checksum, profile, family), ""
-    except BenchError:
-        stored = [t.user_attrs.get("data_checksum") for t in store.trials() if t.user_attrs.get("data_checksum")]
-        if not stored:
-            return "", ""
-        return (config_key(stored[-1], profile, family),
-                f"The data of {dataset} is not present here: runs on its newest stored version "
-                f"(checksum {stored[-1][:12]}) are shown.")
+    if not data.dataset_status(dataset).missing:  # present (a board never generates or fetches data)
+        return config_key(data.load_corpus(dataset).checksum, profile, family), ""
+    stored = [t.user_attrs["data_checksum"] for t in store.trials() if t.user_attrs.get("data_checksum")]
+    if not stored:
+        return "", ""
+    return (config_key(stored[-1], profile, family),
+            f"The data of {dataset} is not present here: runs on its newest stored version "
+            f"(checksum {stored[-1][:12]}) are shown.")
 
 
 def cmd_evaluate(args) -> int:

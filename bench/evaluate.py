@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,13 +25,45 @@ from bench.data import Split, length_batches
 from bench.model import Method
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation draws never share a stream with training
+# Part of every eval key (bench.identity): bump it whenever a change here alters any metric's value,
+# so stored checkpoints are evaluated again instead of mixing old and new numbers on one board.
+EVALUATOR_VERSION = "2"
 
 
 @dataclass
 class EvalResult:
+    """What `evaluate` measured. `family` is the posterior family (type(q).__name__, e.g.
+    "DiagGaussian", "VonMisesFisher"); `au_comparable` says whether AU may be set against the
+    papers' AU and their bold rule (False for vMF: `Posterior.au_comparable`); `cu_defined` is False
+    when the family has no Gaussian marginals, in which case CU is nan by design."""
+
     metrics: dict[str, float]
     timings: dict[str, float]  # seconds per metric family
     sizes: dict[str, int]  # N, tokens, K of each estimator
+    family: str
+    au_comparable: bool
+    cu_defined: bool
+
+    def nonfinite(self) -> list[str]:
+        """`nonfinite_metrics` of this result: non-empty means the run failed."""
+        return nonfinite_metrics(self.metrics, cu_defined=self.cu_defined)
+
+
+def nonfinite_metrics(metrics: EvalResult | Mapping[str, float], *, cu_defined: bool | None = None
+                      ) -> list[str]:
+    """Names of the metrics that are nan or +-inf, in the dict's order, except CU where the posterior
+    family has no Gaussian marginals (CU is nan by design there, e.g. for vMF).
+
+    Pass an `EvalResult` (its `cu_defined` is used), or a plain dict of metrics together with
+    `cu_defined`. With a plain dict `cu_defined` is required on purpose: a default either way would
+    silently fail every vMF run or let a broken Gaussian CU through.
+    """
+    if isinstance(metrics, EvalResult):
+        metrics, cu_defined = metrics.metrics, metrics.cu_defined if cu_defined is None else cu_defined
+    elif cu_defined is None:
+        raise TypeError("nonfinite_metrics(dict) needs cu_defined= (EvalResult.cu_defined)")
+    return [name for name, value in metrics.items()
+            if not math.isfinite(value) and not (name == "CU" and not cu_defined)]
 
 
 class _Stopwatch:
@@ -115,4 +147,5 @@ def evaluate(
     }
     sizes = {"N": n, "tokens": tokens, "K_ll": 2 * k_half, "K_iw": k_iw, "mi_samples": ev.mi_samples,
              "D": q_all.mean.shape[-1]}
-    return EvalResult(result, dict(clock.seconds), sizes)
+    return EvalResult(result, dict(clock.seconds), sizes, family=type(q_all).__name__,
+                      au_comparable=bool(q_all.au_comparable), cu_defined=marginals is not None)

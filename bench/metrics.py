@@ -69,10 +69,17 @@ def iw_nll(log_px_z: Tensor, log_prior: Tensor, log_post: Tensor) -> Tensor:
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
-    """PPL = exp(total NLL / total predicted tokens) (design.md §7: `</s>` counted, `<s>` not)."""
+    """PPL = exp(total NLL / total predicted tokens) (design.md §7: `</s>` counted, `<s>` not).
+
+    Never raises for a large NLL: a per-token NLL above ~709.78 nats overflows float64 and gives
+    inf (the caller treats a non-finite metric as a failed run), and a nan NLL gives nan.
+    """
     if total_tokens <= 0:
         raise ValueError(f"perplexity needs a positive token count; got {total_tokens}")
-    return math.exp(float(total_nll) / total_tokens)
+    try:
+        return math.exp(float(total_nll) / total_tokens)
+    except OverflowError:
+        return math.inf
 
 
 # --------------------------------------------------------------------------- latent usage (§7)
@@ -86,11 +93,21 @@ def _mean_variance(means: Tensor) -> Tensor:
 
 
 def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
-    """AU (Burda et al., 2016; design.md §7): dims i with A_i = Var_n(E_q[z_i | x_n]) >= threshold.
+    """AU (Burda et al., 2016; design.md §7): dims i with A_i = Var_n(E_q[z_i | x_n]) >= threshold
+    (a dim whose variance equals the threshold counts).
 
-    `means` is [N, D], the posterior means E_q[z|x_n] of the evaluated split. Burda et al. write
-    Cov_x without fixing the estimator; we follow He et al. (2019)'s public code, which divides the
-    sum of squared deviations by N - 1 (the unbiased sample variance). Returns (count, A [D], float64).
+    `means` is [N, D], the posterior means E_q[z|x_n] of the evaluated split (`Posterior.mean`).
+    Burda et al. write Cov_x without fixing the estimator; we follow He et al. (2019)'s public code,
+    which divides the sum of squared deviations by N - 1 (the unbiased sample variance).
+    Returns (count, A [D], float64).
+
+    vMF posteriors: this project applies Burda's definition as written, with the true mean
+    E_q[z] = A_d(kappa) mu (`VonMisesFisher.mean`). The DG-VAE public code uses the unit mean
+    direction mu instead, which multiplies every A_i by 1 / A_d(kappa)^2; the two can disagree
+    completely: at d = 32, kappa = 13 (A_d = 0.357) with the directions spread evenly (the 64
+    directions +-e_i: A_i = 2/63 on mu, 0.0040 on A_d mu) they give AU = 32 on mu and AU = 0 here.
+    The paper calls AU inappropriate for vMF; `Posterior.au_comparable` is False for that family,
+    so its AU is reported but never compared with the Gaussian methods' (nor with the papers').
     """
     var = _mean_variance(means)
     return int((var >= threshold).sum()), var
@@ -118,8 +135,8 @@ def mutual_information(posterior: Posterior, n_samples: int = 1, chunk_size: int
 
     Each of the n_samples * N draws is scored against all N posteriors with
     `Posterior.log_prob_cross`, `chunk_size` draws at a time ([chunk, N] scores; families without a
-    matrix-product form fall back to [chunk, N, D]). Only `rsample`, `log_prob` and `log_prob_cross`
-    are used, so any Posterior family works.
+    matrix-product form, and Gaussians with some logvar < -20, use a memory-bounded broadcast).
+    Only `rsample`, `log_prob` and `log_prob_cross` are used, so any Posterior family works.
     """
     n = len(posterior)
     z = posterior.rsample(n_samples, generator=generator)  # [S, N, D]

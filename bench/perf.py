@@ -135,7 +135,7 @@ def regularizer_term(method: str, batch: int = BATCH, dim: int = 32, repeats: in
 
     def once():
         q = model.posterior(h)
-        reg = model.regularizer(q, q.rsample(1)[0], x).sum()
+        reg = model.regularizer(q, q.rsample(1)[0], x).value
         if reg.requires_grad:  # a constant regularizer (vMF's KL) has nothing to differentiate
             reg.backward()
 

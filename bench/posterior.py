@@ -10,11 +10,15 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 LOG_2PI = math.log(2 * math.pi)
+# Elements of one [rows, B, D] block of the exact broadcast in `Posterior.log_prob_cross` (128 MiB of
+# float64): large enough for a fast pass, small enough for any device.
+CROSS_CHUNK_ELEMENTS = 2**24
 
 
 class Prior(ABC):
@@ -48,7 +52,15 @@ class StandardNormal(Prior):
 
 
 class Posterior(ABC):
-    """A batch of B posteriors q(z|x_b). Subclasses store tensors of leading dim B."""
+    """A batch of B posteriors q(z|x_b). Subclasses store tensors of leading dim B.
+
+    `au_comparable`: whether the family's AU can be set against the papers' AU columns (and their
+    bold rule). False for vMF, for which the DG-VAE paper calls AU inappropriate: its E_q[z] has
+    the fixed length A_d(kappa) and its variance across sentences measures the spread of the mean
+    directions scaled by A_d(kappa)^2, not the use of a coordinate (see `metrics.active_units`).
+    """
+
+    au_comparable: ClassVar[bool] = True
 
     @property
     @abstractmethod
@@ -70,10 +82,24 @@ class Posterior(ABC):
     def log_prob_cross(self, z: Tensor) -> Tensor:
         """log q(z_s|x_b) of every draw against every posterior: z [S, D] -> [S, B], in float64.
 
-        The aggregated posterior (MI, DG) needs all S x B pairs; families override this with a
-        matrix product instead of materialising [S, B, D].
+        The aggregated posterior (MI, DG) needs all S x B pairs. This generic form broadcasts
+        `log_prob` over blocks of at most CROSS_CHUNK_ELEMENTS entries of [S, B, D] (memory-bounded;
+        exact wherever `log_prob` is); families override it with a matrix product.
         """
-        return self.log_prob(z[:, None]).double()
+        return self._broadcast_cross(z)
+
+    def _broadcast_cross(self, z: Tensor) -> Tensor:
+        """`log_prob` of every (draw, posterior) pair by broadcasting, blocked over S and B so that
+        no block holds more than CROSS_CHUNK_ELEMENTS elements of [S, B, D]. Returns float64 [S, B]."""
+        s, d, b = z.shape[0], z.shape[-1], len(self)
+        cols = min(b, max(1, CROSS_CHUNK_ELEMENTS // d))
+        rows = max(1, CROSS_CHUNK_ELEMENTS // (cols * d))
+        out = torch.empty(s, b, dtype=torch.float64, device=z.device)
+        for c0 in range(0, b, cols):
+            part = self if cols == b else self[c0:c0 + cols]
+            for r0 in range(0, s, rows):
+                out[r0:r0 + rows, c0:c0 + cols] = part.log_prob(z[r0:r0 + rows, None]).double()
+        return out
 
     @abstractmethod
     def kl_to_prior(self) -> Tensor:
@@ -111,11 +137,50 @@ class Posterior(ABC):
         return None
 
 
+def standardized_square(diff: Tensor, logvar: Tensor) -> Tensor:
+    """diff^2 / exp(logvar), elementwise, finite wherever the true value is, with finite gradients.
+
+    The direct product diff^2 * exp(-logvar) breaks down once exp(-logvar) overflows (logvar below
+    about -88 in float32, -709 in float64; posteriors of WAE, AAE or beta = 0 get there): a draw that
+    rounds onto its mean (diff == 0, common when the std underflows) gives 0 * inf = nan, and a
+    whole run ends with nan metrics. Below LIM = -log(max float)/2 (-44 in float32, -354 in float64)
+    this works from logvar instead and never forms exp(-logvar):
+
+        diff^2 / exp(logvar) = exp(2 log|diff| - logvar),   with an exact hit (diff == 0) scoring 0.
+
+    Above LIM the product is kept: exp(-logvar) <= sqrt(max float) there leaves room for diff^2, and
+    it is more precise (a few ulp, against ~eps |logvar| relative for the log form). Every branch that
+    torch.where discards is also made finite *inside* (the double-where trick: exponent 0 for the
+    discarded entries of the log form, logvar clamped to LIM in the product), because where passes a
+    zero gradient to the discarded branch and 0 * inf = nan would otherwise reach the gradients of
+    diff and logvar. Where the true value overflows (diff far from a tiny-variance mean) the result is
+    +inf and the log-density -inf, as it should be. When no logvar is below LIM (one check on logvar)
+    only the product is formed.
+    """
+    lim = -0.5 * math.log(torch.finfo(logvar.dtype).max)
+    tiny = logvar < lim
+    if not bool(tiny.any()):  # the common case (one check on the [B, D] logvar): the product alone
+        return diff * diff * torch.exp(-logvar)
+    direct = diff * diff * torch.exp(-logvar.clamp_min(lim))
+    use_log = tiny & (diff != 0)
+    safe_abs = torch.where(use_log, diff.abs(), torch.ones_like(diff))
+    log_form = torch.exp(torch.where(use_log, 2.0 * torch.log(safe_abs) - logvar, torch.zeros_like(diff)))
+    return torch.where(tiny, torch.where(use_log, log_form, torch.zeros_like(log_form)), direct)
+
+
 class DiagGaussian(Posterior):
     """q(z|x) = N(mu, diag(sigma^2)) with p(z) = N(0, I).
 
     KL = 1/2 sum_i (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1);  H = 1/2 sum_i (log sigma_i^2 + log 2 pi + 1).
+    Log-densities work from logvar (`standardized_square`), so sigma may underflow to 0.
     """
+
+    # log_prob_cross's expanded matrix product cancels terms of size z^2 exp(-logvar) in float64, so
+    # below this logvar it falls back to the exact broadcast. Measured worst error of the expansion on
+    # the pairs that dominate the aggregated posterior (a draw against its own posterior; loc ~ N(0, 1),
+    # logvar uniform in [min, 2]): 3e-12 nats at min -10, 2e-7 at -20, 1e-5 at -25, 9e-3 at -30,
+    # 1e2 at -40. Hence -20, not -30.
+    CROSS_EXPANSION_MIN_LOGVAR: ClassVar[float] = -20.0
 
     def __init__(self, loc: Tensor, logvar: Tensor):
         self.loc, self.logvar = loc, logvar
@@ -138,15 +203,21 @@ class DiagGaussian(Posterior):
         return self.loc + self.std * eps
 
     def log_prob_dims(self, z):
-        return -0.5 * ((z - self.loc) ** 2 * torch.exp(-self.logvar) + self.logvar + LOG_2PI)
+        return -0.5 * (standardized_square(z - self.loc, self.logvar) + self.logvar + LOG_2PI)
 
     def log_prob(self, z):
         return self.log_prob_dims(z).sum(-1)
 
     def log_prob_cross(self, z):
-        """-1/2 sum_i (z_i - mu_i)^2 / s_i^2 + const, expanded into two matrix products (float64,
-        because the expansion cancels large terms when s_i is small)."""
+        """-1/2 sum_i (z_i - mu_i)^2 / s_i^2 + const, expanded into two matrix products in float64.
+
+        The expansion z^2/s^2 - 2 z mu/s^2 + mu^2/s^2 cancels terms of size z^2 exp(-logvar), so
+        when some logvar < CROSS_EXPANSION_MIN_LOGVAR this returns the exact broadcast of the stable
+        per-pair `log_prob` instead (in float64, blocked to CROSS_CHUNK_ELEMENTS elements per pass).
+        """
         z, loc, logvar = z.double(), self.loc.double(), self.logvar.double()
+        if logvar.numel() and float(logvar.min()) < self.CROSS_EXPANSION_MIN_LOGVAR:
+            return DiagGaussian(loc, logvar)._broadcast_cross(z)
         prec = torch.exp(-logvar)
         quad = (z * z) @ prec.T - 2 * z @ (loc * prec).T + (loc * loc * prec).sum(-1)
         return -0.5 * (quad + logvar.sum(-1) + loc.shape[-1] * LOG_2PI)
@@ -247,7 +318,11 @@ class VonMisesFisher(Posterior):
     e1, forms z' = [w, sqrt(1 - w^2) v] (a draw from vMF(e1, kappa)), and applies the Householder
     reflection that maps e1 to mu. w does not depend on mu, so z is reparameterised through mu only.
     There are no per-dimension Gaussian marginals: `gaussian_marginals()` is None and CU is undefined.
+    AU is computed (on `mean`) but `au_comparable` is False: the DG-VAE paper calls AU inappropriate
+    for vMF posteriors, so the report must not set it against Gaussian methods' AU.
     """
+
+    au_comparable: ClassVar[bool] = False
 
     def __init__(self, loc: Tensor, kappa: float):
         kappa = float(kappa)
@@ -264,6 +339,13 @@ class VonMisesFisher(Posterior):
 
     @property
     def mean(self):
+        """E_q[z] = A_d(kappa) mu, [B, d]: the true mean, which lies inside the ball (|E z| = A_d < 1).
+
+        This is what `metrics.active_units` sees, i.e. Burda et al.'s definition applied as written.
+        The DG-VAE public code takes the unit direction mu instead; the two differ by the factor
+        A_d(kappa)^2 in every variance: at d = 32, kappa = 13 (A_d = 0.357) with mean directions spread
+        evenly over the sphere (per-coordinate variance about 1/32), AU is 32 on mu and 0 on A_d mu.
+        """
         return self.mean_resultant * self.loc
 
     @property

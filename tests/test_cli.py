@@ -38,9 +38,13 @@ def test_run_twice_then_leaderboard(bench_env, capsys):
         assert code == 0 and "vae" in out
 
 
-def test_methods_lists_vae(capsys):
+def test_methods_lists_every_registered_method_with_its_grid(capsys):
+    from bench import registry
+
     code, out, _ = run(capsys, "methods")
-    assert code == 0 and "vae" in out
+    first_column = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert code == 0 and [name for name in first_column if name] == registry.names()
+    assert "gamma: 0.6 0.7" in out and "lam: 1 10 100" in out
 
 
 @pytest.mark.parametrize(

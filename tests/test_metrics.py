@@ -17,7 +17,7 @@ from bench.metrics import (
     perplexity,
     top_variance_dims,
 )
-from bench.posterior import DiagGaussian
+from bench.posterior import DiagGaussian, Posterior
 
 F64 = torch.float64
 
@@ -48,6 +48,15 @@ def test_perplexity():
     assert perplexity(10.0, 5) == pytest.approx(math.exp(2.0), rel=1e-15)
     with pytest.raises(ValueError):
         perplexity(1.0, 0)
+
+
+def test_perplexity_overflows_to_inf_instead_of_raising():
+    # math.exp raises OverflowError above ~709.78; a diverged model must give inf (a failed run).
+    assert perplexity(709.0 * 3, 3) == pytest.approx(math.exp(709.0), rel=1e-12)
+    assert perplexity(710.0 * 3, 3) == math.inf
+    assert perplexity(1e300, 7) == math.inf
+    assert perplexity(math.inf, 7) == math.inf
+    assert math.isnan(perplexity(math.nan, 7))
 
 
 # --------------------------------------------------------------------------- priorLL, postLL, IW-NLL
@@ -225,6 +234,9 @@ class JointOnlyGaussian(DiagGaussian):
         log_det = self.logvar.sum(-1) + self.loc.shape[-1] * math.log(2 * math.pi)
         return -0.5 * ((diff * diff).sum(-1) + log_det)
 
+    # no matrix-product form either: the generic broadcast of log_prob, as for any new family
+    log_prob_cross = Posterior.log_prob_cross
+
     def __getitem__(self, index):
         return JointOnlyGaussian(self.loc[index], self.logvar[index])
 
@@ -235,7 +247,29 @@ def test_mi_needs_only_joint_log_prob():
     a = mutual_information(DiagGaussian(loc, logvar), 4, 5, torch.Generator().manual_seed(1))
     b = mutual_information(JointOnlyGaussian(loc, logvar), 4, 5, torch.Generator().manual_seed(1))
     assert a == pytest.approx(b, abs=1e-10)
-    assert a <= math.log(9) + 0.05
+    assert a <= math.log(9) + 1e-12
+
+
+def test_diag_matrix_product_cross_matches_the_generic_broadcast(monkeypatch):
+    # DiagGaussian.log_prob_cross (expanded matrix products) against the base class's broadcast of
+    # log_prob on the same tensors, logvar in [-15, 2] so that the matrix form is the one used.
+    gen = torch.Generator().manual_seed(9)
+    loc = 2 * torch.randn(40, 5, generator=gen, dtype=F64)
+    logvar = -17 * torch.rand(40, 5, generator=gen, dtype=F64) + 2
+    assert logvar.min() > DiagGaussian.CROSS_EXPANSION_MIN_LOGVAR
+    q = DiagGaussian(loc, logvar)
+    z = torch.cat([q.rsample(2, gen).reshape(-1, 5), 3 * torch.randn(20, 5, generator=gen, dtype=F64)])
+    generic = Posterior.log_prob_cross(q, z)
+    matrix = q.log_prob_cross(z)
+    assert generic.shape == matrix.shape == (100, 40) and generic.dtype == matrix.dtype == F64
+    torch.testing.assert_close(matrix, generic, rtol=1e-12, atol=1e-6)
+    # the draws against their own posteriors (the terms that dominate q_agg) to 1e-6 nats
+    own = torch.arange(80) % 40
+    torch.testing.assert_close(matrix[torch.arange(80), own], generic[torch.arange(80), own], rtol=0, atol=1e-6)
+    # the broadcast is blocked over draws and posteriors: any block size gives the same numbers
+    for elements in (5, 7 * 5, 13 * 40 * 5):
+        monkeypatch.setattr("bench.posterior.CROSS_CHUNK_ELEMENTS", elements)
+        torch.testing.assert_close(Posterior.log_prob_cross(q, z), generic, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- AU, top dims
@@ -256,6 +290,23 @@ def test_active_units_uses_unbiased_variance():
     assert active_units(means, threshold=0.5)[0] == 0
     with pytest.raises(ValueError):
         active_units(means[:1])
+
+
+def test_active_units_threshold_is_inclusive():
+    # A dim whose variance equals the threshold counts (>=); one ulp above it, it does not.
+    gen = torch.Generator().manual_seed(12)
+    means = torch.randn(30, 6, generator=gen, dtype=F64) * torch.tensor([0.05, 0.3, 1.0, 0.02, 2.0, 0.6],
+                                                                         dtype=F64)
+    _, var = active_units(means)
+    rank = torch.argsort(var, descending=True)
+    for k, dim in enumerate(rank.tolist(), start=1):  # the k-th largest variance
+        t = var[dim].item()
+        assert active_units(means, threshold=t)[0] == k
+        assert active_units(means, threshold=math.nextafter(t, math.inf))[0] == k - 1
+    # and the variance the threshold is compared with is the unbiased one, recomputed by hand
+    col = means[:, 2]
+    by_hand = ((col - col.mean()) ** 2).sum() / (len(col) - 1)
+    assert var[2].item() == pytest.approx(by_hand.item(), rel=1e-14)
 
 
 def test_top_variance_dims():
@@ -284,6 +335,32 @@ def test_cu_single_gaussian_matches_closed_form(m, s):
     loc, std = torch.full((6, 1), m, dtype=F64), torch.full((6, 1), s, dtype=F64)
     _, kl = consistent_units(loc, std)
     assert kl.item() == pytest.approx(math.log(s) + (1 + m * m) / (2 * s * s) - 0.5, abs=1e-9)
+
+
+def test_cu_threshold_is_strict():
+    # A dim whose KL equals the threshold is not consistent (<); one ulp above the KL, it is.
+    loc, std = random_mixture(12, 5, seed=6)
+    _, kl = consistent_units(loc, std)
+    assert len(set(kl.tolist())) == 5 and torch.isfinite(kl).all()
+    order = torch.argsort(kl)
+    for k, dim in enumerate(order.tolist()):  # k dims have a smaller KL
+        t = kl[dim].item()
+        assert consistent_units(loc, std, threshold=t)[0] == k
+        assert consistent_units(loc, std, threshold=math.nextafter(t, math.inf))[0] == k + 1
+
+
+@pytest.mark.parametrize("m,s", [(0.0, 1.0), (0.5, 1.0), (0.0, 0.5), (-1.2, 2.0), (2.0, 0.3), (0.05, 1.02)])
+def test_cu_identical_posteriors_give_the_analytic_kl_per_dim(m, s):
+    # All N posteriors of a dim equal N(m, s^2): q_agg = N(m, s^2) and
+    # KL(N(0,1) || N(m, s^2)) = log s + (1 + m^2) / (2 s^2) - 1/2. Several dims at once, each its own
+    # (m, s) (scaled copies), float32 inputs as the evaluator passes them: to 1e-6.
+    ms = torch.tensor([m, m / 2, -m], dtype=torch.float32)
+    ss = torch.tensor([s, s * 1.1, s / 1.1], dtype=torch.float32)
+    count, kl = consistent_units(ms.expand(9, 3), ss.expand(9, 3))
+    m64, s64 = ms.double(), ss.double()  # the float32 values, exactly
+    expected = torch.log(s64) + (1 + m64 * m64) / (2 * s64 * s64) - 0.5
+    torch.testing.assert_close(kl, expected, rtol=0, atol=1e-6)
+    assert count == int((expected < 0.03).sum())
 
 
 def test_cu_hole_dim_is_not_consistent():

@@ -140,13 +140,32 @@ def test_householder_edge_cases_e1_and_minus_e1():
     assert torch.allclose((z * loc).sum(-1).mean(0), torch.full((2,), q.mean_resultant), atol=0.02)
 
 
-def test_mutual_information_and_active_units_work_on_vmf():
+def test_mutual_information_works_on_vmf():
     loc = unit(64, 16)
     q = VonMisesFisher(loc, 50.0)
     mi = metrics.mutual_information(q, n_samples=4, generator=gen(8))
-    assert 0 < mi <= math.log(64) + 0.1
+    assert 0 < mi <= math.log(64) + 1e-9  # the paired estimator never exceeds log N
     same = VonMisesFisher(loc[:1].expand(64, -1), 50.0)
     # identical posteriors: MI = 0 up to the Monte-Carlo error of E log q (kappa std(w) / sqrt(1024) ~ 0.09)
     assert abs(metrics.mutual_information(same, n_samples=16, generator=gen(8))) < 0.35
+
+
+def test_active_units_on_vmf_use_the_true_mean_not_the_direction():
+    # Pins the project's choice (metrics.active_units): Burda's AU on E_q[z] = A_d(kappa) mu, not on
+    # the unit direction mu as the DG-VAE public code does. 64 directions +-e_i spread evenly over
+    # S^31: every coordinate takes +-1 once each and 0 otherwise, unbiased variance 2/63 = 0.0317 on
+    # mu (AU 32) but A_d(13)^2 2/63 = 0.0040 on A_d mu (AU 0).
+    d, kappa = 32, 13.0
+    eye = torch.eye(d, dtype=torch.float64)
+    loc = torch.cat([eye, -eye])
+    q = VonMisesFisher(loc, kappa)
+    a_d = vmf_constants(d, kappa)[1]
+    assert a_d == pytest.approx(0.356931, abs=1e-6)
     au, var = metrics.active_units(q.mean)
-    assert var.shape == (16,) and 0 <= au <= 16
+    au_true, var_true = metrics.active_units(a_d * loc)
+    au_dir, var_dir = metrics.active_units(loc)
+    torch.testing.assert_close(var_dir, torch.full((d,), 2 / 63, dtype=torch.float64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(var, torch.full((d,), a_d**2 * 2 / 63, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(var, var_true, rtol=0, atol=0)
+    assert (au, au_true, au_dir) == (0, 0, 32)
+    assert not VonMisesFisher.au_comparable  # and the report is told not to compare it

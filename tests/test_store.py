@@ -106,6 +106,7 @@ def test_the_claim_of_a_dead_local_process_is_failed_and_taken_over(tmp_path):
     assert first.state == TrialState.FAIL and "died" in first.user_attrs["fail_reason"]
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_rdb_heartbeat_fails_the_claim_of_a_silent_worker_on_another_host(tmp_path):
     storage = RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
     store = RunStore(storage, "synthetic", "smoke")
