@@ -47,13 +47,19 @@ def runs_frame(store: RunStore, current_config: str | None = None) -> pd.DataFra
             "run_key": a.get("training_key", a.get("run_key")), "eval_key": a.get("eval_key", ""),
             "config_key": a.get("config_key", ""), **a["metrics"], "D": sizes.get("D"), "N": sizes.get("N"),
             "au_comparable": a.get("au_comparable", True), "family": a.get("posterior_family", ""),
-            "history": json.dumps(a.get("history", []), sort_keys=True),
+            "history": _fingerprint(a.get("history", [])),
             "wall_time_s": a.get("wall_time_s"), "trial": t.number,
         })
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["current"] = True if current_config is None else frame["config_key"] == current_config
     return frame
+
+
+def _fingerprint(history: list[dict]) -> str:
+    """What the trained model was, epoch by epoch: validation reconstruction and KL (the logged
+    training terms are left out: a constant offset such as free bits' floor changes them alone)."""
+    return json.dumps([(r.get("valid_rec"), r.get("valid_kl")) for r in history])
 
 
 def select_runs(runs: pd.DataFrame, include_stale: bool = False) -> tuple[pd.DataFrame, int]:
@@ -73,6 +79,10 @@ def select_runs(runs: pd.DataFrame, include_stale: bool = False) -> tuple[pd.Dat
         return current.assign(config="current"), stale["run_key"].nunique()
     shown = pd.concat([current.assign(config="current"), stale.assign(config=stale["config_key"].str[:8])])
     return shown, 0
+
+
+def _labels(cells: list[dict]) -> str:
+    return ", ".join(f"{c['method']} [{c['setting']}]" for c in cells)
 
 
 @dataclass
@@ -154,25 +164,31 @@ class Leaderboard:
         return notes
 
     def _coinciding_rows(self, grouped) -> list[str]:
-        """Rows that show the same figures in every metric, with the reason found in their runs."""
+        """Rows that show the same figures in every metric, and why: rows whose runs trained the same
+        models (equal validation reconstruction and KL at every epoch, equal metrics to the last bit)
+        are one computation; others agree only to the digits shown, and the note says by how much."""
         by_text: dict[tuple, list] = {}
         for cells in self.cells():
             by_text.setdefault(tuple(cells[m][0] for m in self.metrics), []).append(cells)
         notes = []
         for same in (rows for rows in by_text.values() if len(rows) > 1):
-            labels = [f"{c['method']} [{c['setting']}]" for c in same]
-            runs = [grouped.get_group(c["key"]).sort_values("seed") for c in same]
-            values = [r[self.metrics].to_numpy(dtype=float) for r in runs]  # [seeds, metrics] per row
-            histories = {tuple(r["history"]) for r in runs}
-            gap = max(float(np.nanmax(np.abs(v - values[0]), initial=0.0)) if v.shape == values[0].shape
-                      else math.inf for v in values)
-            if gap == 0 and len(histories) == 1:
-                why = "the same computation: identical per-epoch training histories and metrics"
-            elif gap == 0:
-                why = "identical metrics although their training histories differ"
-            else:
-                why = f"equal to the digits shown, not exactly (largest difference {gap:.2g})"
-            notes.append(f"Rows {', '.join(labels)} coincide: {why}.")
+            clusters: dict[tuple, list] = {}
+            for c in same:
+                runs = grouped.get_group(c["key"]).sort_values("seed")
+                exact = tuple(map(repr, runs[self.metrics].to_numpy(dtype=float).ravel()))
+                clusters.setdefault((exact, tuple(runs["history"])), []).append(c)
+            for cluster in (c for c in clusters.values() if len(c) > 1):
+                notes.append(f"Rows {_labels(cluster)} are the same computation: their runs trained identical "
+                             "models (validation reconstruction and KL equal at every epoch) and have identical "
+                             "metrics: what tells them apart has no effect at this size.")
+            if len(clusters) > 1:
+                values = [grouped.get_group(c[0]["key"]).sort_values("seed")[self.metrics].to_numpy(dtype=float)
+                          for c in clusters.values()]
+                gap = max(float(np.nanmax(np.abs(v - values[0]), initial=0.0)) if v.shape == values[0].shape
+                          else math.inf for v in values)
+                why = (f"agree to the digits shown, not exactly (largest difference {gap:.2g})" if gap
+                       else "have identical metrics although their training differs")
+                notes.append(f"Rows {_labels(same)} {why}.")
         return notes
 
     def cells(self) -> list[dict]:
