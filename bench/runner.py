@@ -30,7 +30,7 @@ from bench.identity import RunIdentity, run_identity
 from bench.model import Method
 from bench.registry import MethodSpec
 from bench.store import RunStore
-from bench.train import Trainer, TrainingDiverged, seed_everything
+from bench.train import NothingToTrain, Trainer, TrainingDiverged, seed_everything
 
 
 class NonFiniteMetric(RuntimeError):
@@ -257,7 +257,7 @@ class Runner:
             train_seconds = time.perf_counter() - started
             stage = "evaluation"
             result = self._evaluate(model, spec)
-        except (TrainingDiverged, NonFiniteMetric) as exc:
+        except (TrainingDiverged, NothingToTrain, NonFiniteMetric) as exc:
             self.store.fail(claim, str(exc), diverged=True, stage=stage)
             return RunOutcome(spec, "failed", reason=str(exc), run_key=ident.training_key)
         except BaseException as exc:  # interrupted or a bug: keep the checkpoint, record why

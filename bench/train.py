@@ -37,6 +37,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message says where."""
 
 
+class NothingToTrain(RuntimeError):
+    """Every training batch is smaller than the method accepts, so not one step would be taken."""
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # finished epochs
@@ -145,6 +149,12 @@ class Trainer:
         if not self._resumed:
             self.resume()
         steps_per_epoch = self.steps_per_epoch()
+        if steps_per_epoch == 0:  # evaluating the untrained initialisation would pass for a result
+            lengths = [len(s) for s in self.corpus.splits["train"].sentences]
+            largest = max(map(len, length_batch_indices(lengths, self.training.batch_size)), default=0)
+            raise NothingToTrain(
+                f"no training batch has {self.smallest_batch} or more sentences (the method's smallest "
+                f"batch); the largest of this corpus's length-bucketed batches has {largest}")
         while not self.state.finished:
             started = time.perf_counter()
             record = {"epoch": self.state.epoch + 1, "lr": self.state.lr}

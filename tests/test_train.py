@@ -272,3 +272,13 @@ def test_training_records_the_methods_logs_per_epoch(synthetic_root, tmp_path):
     for key in ("train_dg", "train_kl", "train_reg", "skipped_batches", "skipped_sentences"):
         assert key in record, key
     assert record["train_dg"] == pytest.approx(record["train_reg"])  # DG is dg-vae's regularizer
+
+
+def test_a_run_whose_every_batch_is_skipped_fails_instead_of_evaluating_the_initialisation(synthetic_root,
+                                                                                           tmp_path):
+    corpus = data.load_corpus("synthetic", synthetic_root)
+    store = RunStore(open_storage(None, tmp_path), "synthetic", "smoke")
+    runner = Runner(store, corpus, SMOKE, tmp_path)  # smoke: 256 sentences, no length bucket holds 32
+    outcome = runner.run(RunSpec("synthetic", "smoke", "dg-vae", (("agg", 32), ("m", 32)), 0))
+    assert outcome.status == "failed" and "no training batch has 32 or more sentences" in outcome.reason
+    assert runner.run(RunSpec("synthetic", "smoke", "dg-vae", (("agg", 32), ("m", 32)), 0)).status == "failed"
