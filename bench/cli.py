@@ -179,7 +179,7 @@ def summarise(outcomes: list[RunOutcome]) -> int:
 def cmd_leaderboard(args) -> int:
     import optuna
 
-    from bench.report import Leaderboard, runs_frame, select_runs
+    from bench.report import Leaderboard, failed_notes, runs_frame, select_runs
     from bench.store import RunStore, open_storage, study_name
 
     storage = open_storage(args.storage, results_dir(args))
@@ -202,8 +202,7 @@ def cmd_leaderboard(args) -> int:
             runs = runs[runs["method"].isin(chosen)]
         shown, stale = select_runs(runs, args.include_stale)
         board = Leaderboard.from_runs(shown, f"{args.dataset} / {p}", stale)
-        if note:
-            board.notes.append(note)
+        board.notes += failed_notes(store, current, chosen) + ([note] if note else [])
         text = board.render(args.format)
         # several profiles in one markdown output: a heading tells the tables apart
         texts.append(f"### {board.title}\n\n{text}" if args.format == "md" and len(profiles) > 1 else text)

@@ -56,6 +56,22 @@ def runs_frame(store: RunStore, current_config: str | None = None) -> pd.DataFra
     return frame
 
 
+def failed_notes(store: RunStore, current_config: str | None, methods: set[str] | None = None) -> list[str]:
+    """Footnotes for the (method, setting) rows of the current config whose runs failed for good
+    (diverged, nothing to train, a non-finite metric), with how many and the first reason."""
+    done = {t.user_attrs.get("training_key") for t in store.trials() if t.state.name == "COMPLETE"}
+    failed: dict[tuple[str, str], list[str]] = {}
+    for t in store.trials():
+        a = t.user_attrs
+        if (t.state.name != "FAIL" or not a.get("diverged") or a.get("training_key") in done
+                or (current_config is not None and a.get("config_key") != current_config)
+                or (methods is not None and a.get("method") not in methods)):
+            continue
+        failed.setdefault((a["method"], a.get("setting", "-")), []).append(a.get("fail_reason", ""))
+    return [f"Not shown: {method} [{setting}]: {len(reasons)} run{'s' if len(reasons) != 1 else ''} "
+            f"failed ({reasons[0]})." for (method, setting), reasons in failed.items()]
+
+
 def _fingerprint(history: list[dict]) -> str:
     """What the trained model was, epoch by epoch: validation reconstruction and KL (the logged
     training terms are left out: a constant offset such as free bits' floor changes them alone)."""

@@ -163,3 +163,12 @@ def test_evaluate_command_re_evaluates_stored_checkpoints(bench_env, capsys, mon
     assert "| vae" in out and "2 runs of an older config" not in out  # re-evaluated: nothing stale
     code, out, _ = run(capsys, "evaluate", *argv)
     assert "all 2 runs cached" in out
+
+
+def test_the_board_names_rows_whose_runs_failed(bench_env, capsys):
+    argv = ["--dataset", "synthetic", "--profile", "smoke"]
+    code, _, _ = run(capsys, "run", "--methods", "vae,dg-vae", "--set", "dg-vae.agg=32", *argv, "--quiet")
+    assert code == 1  # a failed run makes the sweep's exit code 1; the other run is stored
+    code, out, _ = run(capsys, "leaderboard", *argv)
+    assert code == 0 and "| vae" in out and "| dg-vae" not in out
+    assert "Not shown: dg-vae [agg=32,m=32]: 1 run failed (no training batch has 32 or more sentences" in out
