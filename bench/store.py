@@ -244,8 +244,12 @@ class RunStore:
         """Claim `key` for this process. Returns an optuna.Trial to work on, or the FrozenTrial of
         the live claim that got there first (then this process must leave the run alone)."""
         self.fail_stale()
+        import torch
+
+        # intra-op threads change the order of float reductions, hence the numbers: same seed, same
+        # machine and same thread count give the same result
         base = {"host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv),
-                "versions": package_versions(), "claim": key}
+                "versions": package_versions(), "torch_threads": torch.get_num_threads(), "claim": key}
         template = create_trial(state=TrialState.RUNNING, user_attrs={**base, **attrs})
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         earlier = [t for t in self._with("claim", key, TrialState.RUNNING) if t._trial_id < trial_id]

@@ -33,3 +33,37 @@ def shared_datasets():
         pytest.skip("../shared/datasets is not present")
     return SHARED_DATASETS
 
+
+
+@pytest.fixture()
+def held_out_mmd():
+    """Factory for the aggregate-matching tests of wae and aae: `measure(method_cls, params, optimizer)`
+    builds a tiny model from seed 0, trains it for `steps` on 64 fixed random sentences (batches of 32,
+    full regularizer weight) with `optimizer(model)`, and returns MMD^2 (methods.wae.mmd_imq) between
+    one posterior draw per held-out sentence and as many prior draws."""
+    import torch
+
+    from bench.config import Backbone
+    from methods.wae import mmd_imq
+
+    def corpus(n, seed):
+        x = torch.randint(4, 20, (n, 8), generator=torch.Generator().manual_seed(seed))
+        x[:, 0], x[:, -1] = 1, 2
+        return x
+
+    def measure(method_cls, params, optimizer, steps=100):
+        torch.manual_seed(0)
+        bb = Backbone(8, 16, 16, latent_dim=4, dec_dropout_in=0.0, dec_dropout_out=0.0)
+        model = method_cls(20, bb, params).train()
+        opt, train = optimizer(model), corpus(64, seed=1)
+        for step in range(steps):
+            loss = model.loss(train[32 * (step % 2):][:32], kl_weight=1.0).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            q = model.eval().encode(corpus(64, seed=2))
+            g = torch.Generator().manual_seed(3)
+            return mmd_imq(q.rsample(1, g)[0], torch.randn(64, 4, generator=g)).item()
+
+    return measure

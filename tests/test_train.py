@@ -46,7 +46,7 @@ def test_second_run_is_cached_and_provenance_is_stored(synthetic_root, tmp_path)
     attrs = trial.user_attrs
     for key in ("run_key", "training_key", "eval_key", "config_key", "identity", "config", "seed",
                 "data_checksum", "versions", "wall_time_s", "peak_memory_mb", "command", "metrics",
-                "eval_seconds", "eval_sizes", "history", "skipped_batches", "posterior_family"):
+                "eval_seconds", "eval_sizes", "history", "skipped_batches", "posterior_family", "torch_threads"):
         assert key in attrs, key
     assert attrs["versions"]["bench"] and attrs["versions"]["torch"]
     assert attrs["config"]["training"]["max_epochs"] == SMOKE.training.max_epochs
