@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -14,12 +15,15 @@ from rich.table import Table
 import bench
 from bench import data, registry
 from bench.config import PROFILES, get_profile
-from bench.errors import BenchError
+from bench.errors import BenchError, unknown
+from bench.report import fixed
 from bench.runner import Reporter, Runner, RunOutcome, expand, parse_overrides, parse_seeds
 
 # Labels such as `bn-vae[gamma=0.6]` contain brackets: markup is off for everything we print.
-out = Console(highlight=False, markup=False)
-err = Console(stderr=True, highlight=False, markup=False)
+# soft_wrap: a plain line is never broken by the console (a pipe is 80 columns wide), so no number or
+# label is split across lines; tables still fit the width.
+out = Console(highlight=False, markup=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 
 def results_dir(args) -> Path:
@@ -102,7 +106,7 @@ def describe(o: RunOutcome) -> str:
     if o.status in ("done", "evaluated", "cached"):
         m = o.metrics or {}
         shown = ("priorLL", "postLL", "KL", "MI", "AU", "CU")
-        figures = ", ".join(f"{k} {m[k]:.2f}" for k in shown if k in m)
+        figures = ", ".join(f"{k} {fixed(m[k], 0 if k in ('AU', 'CU') else 2)}" for k in shown if k in m)
         verb = {"done": "trained and evaluated", "cached": "cached (not trained again)",
                 "evaluated": "evaluated again from its stored checkpoint (not retrained)"}[o.status]
         return f"  {o.spec.label}: {verb}: {figures}"
@@ -164,7 +168,8 @@ def summarise(outcomes: list[RunOutcome]) -> int:
     states = ("done", "evaluated", "cached", "failed", "skipped")
     counts = {s: sum(o.status == s for o in outcomes) for s in states}
     if counts["cached"] == len(outcomes):
-        out.print(f"all {len(outcomes)} runs cached; nothing trained")
+        out.print("the run is cached; nothing trained" if len(outcomes) == 1
+                  else f"all {len(outcomes)} runs cached; nothing trained")
     else:
         runs = f"{len(outcomes)} run" + ("" if len(outcomes) == 1 else "s")
         evaluated = f"{counts['evaluated']} evaluated again from stored checkpoints, " if counts["evaluated"] else ""
@@ -177,15 +182,19 @@ def summarise(outcomes: list[RunOutcome]) -> int:
 
 
 def cmd_leaderboard(args) -> int:
+    """One document for every stored profile of the dataset (or the one asked for). Reading only:
+    the storage is opened read-only, nothing is created, a damaged journal is reported."""
     import optuna
 
-    from bench.report import Leaderboard, failed_notes, runs_frame, select_runs
+    from bench.report import FORMATS, Leaderboard, failed_notes, render_boards, runs_frame, select_runs
     from bench.store import RunStore, open_storage, study_name
 
-    storage = open_storage(args.storage, results_dir(args))
+    if args.format not in FORMATS:
+        raise BenchError(f"unknown format {args.format!r}: use one of {', '.join(FORMATS)}")
+    output = checked_output(args.output)
+    storage = open_storage(args.storage, results_dir(args), read_only=True)
     stored = set(optuna.get_all_study_names(storage))
-    profiles = [get_profile(args.profile).name] if args.profile else [
-        p for p in PROFILES if study_name(args.dataset, p) in stored]
+    profiles = [get_profile(args.profile).name] if args.profile else list(PROFILES)
     profiles = [p for p in profiles if study_name(args.dataset, p) in stored]
     if not profiles:
         raise BenchError(f"no runs stored for dataset {args.dataset!r}"
@@ -193,7 +202,7 @@ def cmd_leaderboard(args) -> int:
                          + f": run `bench run --dataset {args.dataset}` first (or point --storage/--results "
                            "at the right place)")
     chosen = {m.name for m in registry.select(args.methods)} if args.methods else None
-    texts = []
+    boards = {}
     for p in profiles:
         store = RunStore(storage, args.dataset, p, create=False)
         current, note = current_config(args.dataset, get_profile(p), store)
@@ -201,17 +210,93 @@ def cmd_leaderboard(args) -> int:
         if chosen is not None and not runs.empty:
             runs = runs[runs["method"].isin(chosen)]
         shown, stale = select_runs(runs, args.include_stale)
+        if shown.empty:
+            older = f" ({stale} of an older config: --include-stale shows them)" if stale else ""
+            err.print(f"note: {args.dataset} / {p}: no finished runs of the current config{older}; skipped")
+            continue
         board = Leaderboard.from_runs(shown, f"{args.dataset} / {p}", stale)
         board.notes += failed_notes(store, current, chosen) + ([note] if note else [])
-        text = board.render(args.format)
-        # several profiles in one markdown output: a heading tells the tables apart
-        texts.append(f"### {board.title}\n\n{text}" if args.format == "md" and len(profiles) > 1 else text)
-    text = "\n".join(texts)
-    if args.output:
-        Path(args.output).write_text(text)
-        out.print(f"wrote {args.output}")
+        boards[p] = board
+    if not boards:
+        raise BenchError(f"no finished runs to show for dataset {args.dataset!r}: run `bench run` first")
+    text = render_boards(boards, args.format, args.dataset)
+    text = text if text.endswith("\n") else text + "\n"
+    if output:
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            raise BenchError(f"cannot write --output {output}: {exc.strerror}") from None
+        out.print(f"wrote {output}")
     else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(text)
+    return 0
+
+
+def checked_output(path: str | None) -> Path | None:
+    """--output FILE: its folder must exist (checked before any work, so nothing is computed in vain)."""
+    if not path:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise BenchError(f"--output {path} is a folder: give a file name")
+    if not target.parent.is_dir():
+        raise BenchError(f"--output {path}: the folder {target.parent} does not exist; create it first")
+    return target
+
+
+def cmd_store_list(args) -> int:
+    """Every study in the storage with its counts of runs by state."""
+    import optuna
+
+    from bench.store import open_storage
+
+    storage = open_storage(args.storage, results_dir(args), read_only=True)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    if not summaries:
+        out.print("no studies stored")
+        return 0
+    table = Table(title="studies")
+    for col in ("study", "finished", "failed", "running", "all trials"):
+        table.add_column(col)
+    for summary in sorted(summaries, key=lambda s: s.study_name):
+        trials = storage.get_all_trials(storage.get_study_id_from_name(summary.study_name), deepcopy=False)
+        lost = sum(bool(t.user_attrs.get("claim_lost")) for t in trials)
+        counts = {state: sum(t.state.name == state for t in trials) for state in ("COMPLETE", "FAIL", "RUNNING")}
+        table.add_row(summary.study_name, str(counts["COMPLETE"]), str(counts["FAIL"] - lost),
+                      str(counts["RUNNING"]), str(len(trials)))
+    out.print(table)
+    return 0
+
+
+def cmd_store_drop(args) -> int:
+    import optuna
+
+    from bench.store import open_storage
+
+    storage = open_storage(args.storage, results_dir(args))
+    names = optuna.get_all_study_names(storage)
+    if args.study not in names:
+        raise unknown("study", args.study, names)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise BenchError(f"dropping {args.study!r} deletes its records: confirm with --yes")
+        answer = input(f"drop study {args.study!r} and all its records? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            out.print("nothing dropped")
+            return 0
+    optuna.delete_study(study_name=args.study, storage=storage)
+    out.print(f"dropped {args.study} (its checkpoints stay under the results directory)")
+    return 0
+
+
+def cmd_store_repair(args) -> int:
+    from bench.journal import repair
+
+    target = args.storage or os.environ.get("BENCH_STORAGE") or str(results_dir(args) / "optuna.journal")
+    if "://" in target:
+        raise BenchError(f"bench store repair mends journal files; {target.split('://')[0]} storages are "
+                         "repaired with the database's own tools")
+    out.print(repair(Path(target.removeprefix("journal:"))))
     return 0
 
 
@@ -259,9 +344,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_data_list(args) -> int:
-    table = Table(title=f"datasets (data directory: {data.data_dir()})")
-    for col in ("name", "family", "status", "train/valid/test lines", "paper vocab", "paper avg len"):
-        table.add_column(col)
+    table = Table(title=f"datasets (data directory: {data.data_dir()})", box=box.SIMPLE_HEAD,
+                  caption="vocab, avg len: the papers' Table 1")
+    # names and numbers are never cut or wrapped; only the words of the status may wrap
+    table.add_column("name", no_wrap=True)
+    table.add_column("status", overflow="fold", min_width=9)
+    table.add_column("lines train/valid/test", no_wrap=True)
+    table.add_column("vocab", no_wrap=True, justify="right")
+    table.add_column("avg len", no_wrap=True, justify="right")
     for name in data.manifests():
         st = data.dataset_status(name)
         if st.generated and st.missing:
@@ -273,7 +363,7 @@ def cmd_data_list(args) -> int:
         paper = data.get_manifest(name).paper_stats
         # expected lines: the manifest's own counts (derived datasets), else the paper's Table 1
         sizes = "/".join(_fmt(st.expected_lines.get(k, paper.get(k))) for k in ("train", "valid", "test"))
-        table.add_row(name, st.family, status, sizes, _fmt(paper.get("vocab")), _fmt(paper.get("avg_len")))
+        table.add_row(name, status, sizes, _fmt(paper.get("vocab")), _fmt(paper.get("avg_len")))
     out.print(table)
     return 0
 
@@ -375,6 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="evaluate again runs whose metrics failed")
     storage_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("store", help="the results storage: list, drop and repair studies")
+    ssub = p.add_subparsers(dest="store_command", required=True)
+    q = ssub.add_parser("list", help="every study with its counts of runs")
+    storage_options(q)
+    q.set_defaults(func=cmd_store_list)
+    q = ssub.add_parser("drop", help="delete one study's records (asks first; --yes to skip)")
+    q.add_argument("study", help="e.g. runs/synthetic/smoke (see `bench store list`)")
+    q.add_argument("--yes", action="store_true", help="do not ask")
+    storage_options(q)
+    q.set_defaults(func=cmd_store_drop)
+    q = ssub.add_parser("repair", help="keep every complete record of a damaged journal, set the rest aside")
+    storage_options(q)
+    q.set_defaults(func=cmd_store_repair)
 
     # `bench perf ...` is handed whole to bench.perf's own parser (see main)
     sub.add_parser("perf", help="training-step throughput and regularizer cost (bench perf --help)",

@@ -97,6 +97,15 @@ def select_runs(runs: pd.DataFrame, include_stale: bool = False) -> tuple[pd.Dat
     return shown, 0
 
 
+def fixed(value: float, digits: int) -> str:
+    """`value` with `digits` decimals, "nan" for nan, and never "-0.00": a tiny negative estimate
+    (MI of a collapsed model) that rounds to zero is shown as zero."""
+    if value != value:
+        return "nan"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def _labels(cells: list[dict]) -> str:
     return ", ".join(f"{c['method']} [{c['setting']}]" for c in cells)
 
@@ -218,9 +227,10 @@ class Leaderboard:
             n_test, comparable = int(row[("N", "")]), bool(row[("au_comparable", "")])
             for m in self.metrics:
                 mean, std = row[(m, "mean")], row[(m, "std")]
-                digits = 1 if m in ("AU", "CU") else 2
-                text = "nan" if pd.isna(mean) else f"{mean:.{digits}f}"
-                text += " ± –" if pd.isna(std) else f" ± {std:.{digits}f}"
+                digits = 2
+                if m in ("AU", "CU"):  # counts: integers unless seeds disagree
+                    digits = 0 if float(mean).is_integer() and (pd.isna(std) or float(std).is_integer()) else 1
+                text = fixed(mean, digits) + (" ± –" if pd.isna(std) else f" ± {fixed(std, digits)}")
                 cells[m] = (text, self.is_bold(m, mean, n_test, comparable))
             cells["n"] = (str(int(row[("n", "")])), False)
             out.append(cells)
@@ -273,15 +283,48 @@ class Leaderboard:
         return "\n".join(lines) + "\n"
 
     def _html(self) -> str:
+        return html_page(self.title, [self])
+
+    def html_section(self, heading: str = "h1") -> str:
+        """The board as an HTML heading, table and numbered notes (a fragment of a page)."""
         rows = self._rows(lambda text, b: f"<b>{text}</b>" if b else text, html.escape)
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self._header())
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
         notes = "".join(f"<li>{html.escape(note)}</li>" for note in self.notes)
-        return (
-            "<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
-            f"{html.escape(self.title)}</title><style>body{{font-family:sans-serif}}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
-            "text-align:right}td:first-child,td:nth-child(2){text-align:left}</style></head><body>"
-            f"<h1>{html.escape(self.title)}</h1><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table><ol>{notes}</ol></body></html>\n"
-        )
+        return (f"<{heading}>{html.escape(self.title)}</{heading}><table><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table><ol>{notes}</ol>")
+
+
+def html_page(title: str, boards: list[Leaderboard]) -> str:
+    heading = "h1" if len(boards) == 1 else "h2"
+    sections = "".join(b.html_section(heading) for b in boards)
+    top = "" if len(boards) == 1 else f"<h1>{html.escape(title)}</h1>"
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
+        f"{html.escape(title)}</title><style>body{{font-family:sans-serif}}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "text-align:right}td:first-child,td:nth-child(2){text-align:left}</style></head><body>"
+        f"{top}{sections}</body></html>\n"
+    )
+
+
+def render_boards(boards: dict[str, Leaderboard], fmt: str, title: str) -> str:
+    """Several boards (one per profile) as ONE document of the format: a CSV with a `profile`
+    column, one JSON object holding every board, one HTML page, one markdown file with a heading per
+    board, one LaTeX fragment with a commented heading per tabular. One board renders as itself."""
+    if fmt not in FORMATS:
+        raise BenchError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if len(boards) == 1:
+        return next(iter(boards.values())).render(fmt)
+    if fmt == "csv":
+        frames = [b.flat().assign(profile=p) for p, b in boards.items()]
+        flat = pd.concat(frames, ignore_index=True)
+        return flat[["profile", *[c for c in flat.columns if c != "profile"]]].to_csv(index=False)
+    if fmt == "json":
+        return json.dumps({"title": title, "boards": [{"profile": p, **json.loads(b.render("json"))}
+                                                      for p, b in boards.items()]}, indent=2)
+    if fmt == "html":
+        return html_page(title, list(boards.values()))
+    if fmt == "latex":
+        return "\n".join(f"% {b.title}\n{b.render('latex')}" for b in boards.values())
+    return "\n".join(f"### {b.title}\n\n{b.render('md')}" for b in boards.values())

@@ -13,6 +13,7 @@ import dataclasses
 import re
 import resource
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,9 +229,10 @@ class Runner:
             best = Path(trained.user_attrs["checkpoint_dir"]) / "best.pt"
             model.load_state_dict(torch.load(best, map_location=self.device))
             result = self._evaluate(model.to(self.device), spec)
-        except NonFiniteMetric as exc:
-            self.store.fail(claim, str(exc), diverged=True, stage="evaluation")
-            return RunOutcome(spec, "failed", reason=str(exc), run_key=ident.training_key)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, NonFiniteMetric) else _describe_exception(exc, "evaluation")
+            self.store.fail(claim, reason, diverged=True, stage="evaluation")
+            return RunOutcome(spec, "failed", reason=reason, run_key=ident.training_key)
         except BaseException as exc:
             self.store.fail(claim, f"{type(exc).__name__}: {exc}")
             raise
@@ -252,7 +254,7 @@ class Runner:
                               on_epoch=lambda record: self.reporter.epoch_done(record, max_epochs))
             model.to(self.device)
             resumed = trainer.resume()
-            self.reporter.run_started(spec, index, total, resumed)
+            self.reporter.run_started(spec, index, total, -1 if trainer.state.finished else resumed)
             state = trainer.fit()
             train_seconds = time.perf_counter() - started
             stage = "evaluation"
@@ -260,7 +262,11 @@ class Runner:
         except (TrainingDiverged, NothingToTrain, NonFiniteMetric) as exc:
             self.store.fail(claim, str(exc), diverged=True, stage=stage)
             return RunOutcome(spec, "failed", reason=str(exc), run_key=ident.training_key)
-        except BaseException as exc:  # interrupted or a bug: keep the checkpoint, record why
+        except Exception as exc:  # anything else inside one run fails that run; the sweep goes on
+            reason = _describe_exception(exc, stage)
+            self.store.fail(claim, reason, diverged=True, stage=stage)
+            return RunOutcome(spec, "failed", reason=reason, run_key=ident.training_key)
+        except BaseException as exc:  # interrupted: keep the checkpoint, record why, stop the sweep
             self.store.fail(claim, f"{type(exc).__name__}: {exc}")
             raise
         self.store.complete(claim, result.metrics["priorLL"], {
@@ -272,8 +278,16 @@ class Runner:
             "train_wall_time_s": train_seconds, "wall_time_s": time.perf_counter() - started,
             "peak_memory_mb": _peak_memory_mb(self.device),
         })
-        (workdir / "last.pt").unlink(missing_ok=True)  # best.pt stays for plots and re-evaluation
         return RunOutcome(spec, "done", result.metrics, run_key=ident.training_key)
+
+
+def _describe_exception(exc: Exception, stage: str) -> str:
+    """One line for a run that failed with an unexpected exception: where, what, and the innermost
+    frame of the traceback (enough to find it; the trial keeps it as its fail reason)."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    text = " ".join(str(exc).split())[:300]
+    return f"{stage} raised {type(exc).__name__}{where}: {text}"
 
 
 # What a re-evaluation record carries over from the record of the training run it evaluates.

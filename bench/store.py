@@ -25,11 +25,11 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 import bench
 from bench.errors import BenchError
+from bench.journal import open_journal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -40,34 +40,24 @@ def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
-def open_storage(url: str | None, results_dir: Path) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None, results_dir: Path, read_only: bool = False) -> optuna.storages.BaseStorage:
     """`None` -> $BENCH_STORAGE or the journal file `<results>/optuna.journal`.
 
     Accepted: a journal file path (`*.journal`, `*.log`, or `journal:PATH`) or an RDB URL
     (`sqlite:///file.db`, `postgresql://user@host/db`, ...). Anything else, or a storage that cannot be
-    reached, is a BenchError naming the fix.
+    reached, is a BenchError naming the fix. A journal is checked on every open (`bench.journal`);
+    with read_only it is neither created nor changed.
     """
     url = url or os.environ.get("BENCH_STORAGE") or str(Path(results_dir) / "optuna.journal")
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
     if scheme in RDB_SCHEMES:
         return _open_rdb(url)
     if url.startswith("journal:") or (not scheme and url.endswith((".journal", ".log"))):
-        return _open_journal(Path(url.removeprefix("journal:")))
+        return open_journal(Path(url.removeprefix("journal:")), read_only)
     raise BenchError(
         f"malformed --storage {_redact(url)!r}: give a journal file (results/optuna.journal or "
         "journal:PATH) or an RDB URL such as sqlite:///results/bench.db or postgresql://user@host/db"
     )
-
-
-def _open_journal(path: Path) -> JournalStorage:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a"):
-            pass
-    except OSError as exc:
-        raise BenchError(f"cannot write the journal storage {path}: {exc.strerror}; "
-                         "choose a writable --results directory or --storage path") from None
-    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _open_rdb(url: str) -> RDBStorage:
@@ -206,14 +196,15 @@ class RunStore:
         return [t for t in self.trials((state,)) if t.user_attrs.get(attr) == key]
 
     def evaluated(self, eval_key: str) -> FrozenTrial | None:
-        """The finished evaluation record with this eval key (the latest, should there be two)."""
-        done = self._with("eval_key", eval_key, TrialState.COMPLETE)
+        """The finished evaluation record with this eval key (the latest, should there be two), if it
+        is whole (a repaired store may hold a finished trial that lost its metrics)."""
+        done = [t for t in self._with("eval_key", eval_key, TrialState.COMPLETE) if "metrics" in t.user_attrs]
         return done[-1] if done else None
 
     def trained(self, training_key: str) -> FrozenTrial | None:
         """The latest finished record of this training run whose best.pt still exists."""
         for t in reversed(self._with("training_key", training_key, TrialState.COMPLETE)):
-            if (Path(t.user_attrs.get("checkpoint_dir", "")) / "best.pt").exists():
+            if "history" in t.user_attrs and (Path(t.user_attrs.get("checkpoint_dir", "")) / "best.pt").exists():
                 return t
         return None
 

@@ -10,7 +10,9 @@ fewer than `max(2, method.min_batch_size)` sentences are skipped and counted in 
 
 Resumption: `last.pt` holds weights, optimizer, trainer state and every RNG state at the end of the
 last finished epoch, written atomically; a run killed at any moment restarts from it and produces the
-same numbers as an uninterrupted run.
+same numbers as an uninterrupted run. Once training has finished, `last.pt` shrinks to the final
+trainer state alone (best.pt holds the weights): a run whose stored record was lost (a damaged
+storage) is then evaluated again from best.pt instead of being trained again.
 """
 
 from __future__ import annotations
@@ -127,10 +129,11 @@ class Trainer:
         if not self.last_path.exists():
             return 0
         ckpt = torch.load(self.last_path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = TrainState(**ckpt["state"])
-        _set_rng_state(ckpt["rng"], self.data_rng)
+        if "model" in ckpt:  # an unfinished run: everything needed to go on exactly
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            _set_rng_state(ckpt["rng"], self.data_rng)
         return self.state.epoch
 
     @property
@@ -245,6 +248,9 @@ class Trainer:
             s.finished = s.decays >= t.max_decays and not self.model.needs_all_epochs
         s.finished = s.finished or s.epoch >= t.max_epochs
         s.history.append(record)
+        if s.finished:  # best.pt holds the weights that count; the state alone marks the run trained
+            atomic_save({"state": dataclasses.asdict(s)}, self.last_path)
+            return
         atomic_save(
             {
                 "model": self.model.state_dict(),

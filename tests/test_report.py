@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.report import METRICS, Leaderboard, select_runs
+from bench.report import METRICS, Leaderboard, fixed, select_runs
 
 
 def frame():
@@ -38,7 +38,7 @@ def test_markdown_has_every_metric_and_the_paper_bold_rules():
     assert "-31.00 ± 1.41" in vae_row
     assert "**9.00 ± 0.71**" in vae_row  # MI mean 9.0 >= 9.0: bold (the rule is >=)
     bn_row = next(line for line in md.splitlines() if "bn-vae" in line)
-    assert "**9.20 ± –**" in bn_row and "**32.0 ± –**" in bn_row and "**10.0" not in bn_row
+    assert "**9.20 ± –**" in bn_row and "**32 ± –**" in bn_row and "**10" not in bn_row
 
 
 def test_bold_rule_scales_with_latent_dim():
@@ -76,7 +76,7 @@ def test_mi_threshold_scales_with_log_n_and_vmf_au_is_never_bold():
     vmf = frame().assign(au_comparable=[True, True, False])
     md = Leaderboard.from_runs(vmf).render("md")
     bn_row = next(line for line in md.splitlines() if "bn-vae" in line)
-    assert "**32.0" not in bn_row and "32.0 ± –" in bn_row
+    assert "**32 ± –**" not in bn_row and "| 32 ± –" in bn_row
     assert "never bold: the paper calls AU inappropriate for vMF" in md
 
 
@@ -106,3 +106,12 @@ def test_select_runs_counts_each_training_run_once_and_stale_runs_apart():
     assert stale == 0 and set(shown["config"]) == {"current", "old"}
     board = Leaderboard.from_runs(runs[runs["current"]], stale=1)
     assert "1 run of an older config is not shown (--include-stale)." in board.notes
+
+
+def test_counts_are_integers_and_no_metric_shows_minus_zero():
+    assert fixed(-0.001, 2) == "0.00" and fixed(-0.01, 2) == "-0.01" and fixed(float("nan"), 2) == "nan"
+    runs = frame().assign(MI=[-0.001, -0.002, 0.5], AU=[3, 4, 32])
+    md = Leaderboard.from_runs(runs).render("md")
+    vae_row = next(line for line in md.splitlines() if line.startswith("| vae"))
+    assert "0.00 ± 0.00" in vae_row and "-0.00" not in md
+    assert "3.5 ± 0.7" in vae_row and "**32 ± –**" in md  # a fractional mean keeps one decimal
