@@ -137,7 +137,7 @@ def cmd_run(args) -> int:
     methods = registry.select(args.methods)
     specs = expand(methods, args.dataset, profile.name, args.grid, seeds, parse_overrides(args.set or []))
     corpus = data.load_corpus(args.dataset)
-    root = results_dir(args)
+    root = writable_results(results_dir(args))
     store = RunStore(open_storage(args.storage, root), args.dataset, profile.name)
     console = err if args.quiet else out
     interactive = console.is_terminal and not args.quiet
@@ -149,6 +149,20 @@ def cmd_run(args) -> int:
     else:
         outcomes = runner.run_all(specs)
     return summarise(outcomes)
+
+
+def writable_results(root: Path) -> Path:
+    """The results directory, checked before any work: checkpoints are written there even when
+    --storage points elsewhere, so a folder that cannot be written is refused up front."""
+    probe = root / "checkpoints" / f".probe-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"cannot write checkpoints under the results directory {root}: "
+                         f"{exc.strerror or exc}; choose a writable --results (or $BENCH_HOME)") from None
+    return root
 
 
 def check_device(name: str) -> None:

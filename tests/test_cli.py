@@ -172,3 +172,66 @@ def test_the_board_names_rows_whose_runs_failed(bench_env, capsys):
     code, out, _ = run(capsys, "leaderboard", *argv)
     assert code == 0 and "| vae" in out and "| dg-vae" not in out
     assert "Not shown: dg-vae [agg=32,m=32]: 1 run failed (no training batch has 32 or more sentences" in out
+
+
+def test_an_exception_inside_one_run_fails_that_run_and_the_sweep_goes_on(bench_env, capsys, monkeypatch):
+    from methods.vae import BetaVAE
+
+    def broken(self, q, z, x):
+        raise RuntimeError("a bug in one method")
+
+    original = BetaVAE.regularizer
+    monkeypatch.setattr(BetaVAE, "regularizer", broken)
+    argv = ["run", "--methods", "beta-vae,vae", "--grid", "default", "--dataset", "synthetic", "--profile",
+            "smoke", "--quiet"]
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and "2 runs: 1 trained, 0 cached, 1 failed" in out
+    assert "training raised RuntimeError at test_cli.py" in err and "a bug in one method" in err
+    code, out, err = run(capsys, *argv)  # not retried without --retry-failed
+    assert code == 1 and "failed before" in err
+    monkeypatch.setattr(BetaVAE, "regularizer", original)  # (undo() would also drop bench_env's variables)
+    code, out, _ = run(capsys, *argv, "--retry-failed")
+    assert code == 0 and "1 trained, 1 cached" in out
+
+
+def test_store_list_and_drop(bench_env, capsys):
+    assert run(capsys, "run", "--methods", "vae", "--dataset", "synthetic", "--profile", "smoke", "--quiet")[0] == 0
+    code, out, _ = run(capsys, "store", "list")
+    row = next(line for line in out.splitlines() if "runs/synthetic/smoke" in line)
+    assert code == 0 and [c.strip() for c in row.strip("│ ").split("│")][1:] == ["1", "0", "0", "1"]
+    code, _, err = run(capsys, "store", "drop", "runs/synthetic/smoke")  # no terminal to confirm on
+    assert code == 2 and "confirm with --yes" in err
+    code, _, err = run(capsys, "store", "drop", "runs/synthetic/smok", "--yes")
+    assert code == 2 and "did you mean 'runs/synthetic/smoke'" in err
+    assert run(capsys, "store", "drop", "runs/synthetic/smoke", "--yes")[0] == 0
+    assert "no studies stored" in run(capsys, "store", "list")[1]
+
+
+def test_a_leaderboard_over_several_profiles_is_one_document(bench_env, capsys, monkeypatch):
+    import json
+    from dataclasses import replace
+
+    from bench import config
+
+    for profile in ("smoke", "smoke2"):
+        monkeypatch.setitem(config.PROFILES, profile, replace(config.PROFILES["smoke"], name=profile))
+        assert run(capsys, "run", "--methods", "vae", "--dataset", "synthetic", "--profile", profile,
+                   "--quiet")[0] == 0
+    monkeypatch.setitem(config.PROFILES, "empty", replace(config.PROFILES["smoke"], name="empty"))
+    code, out, err = run(capsys, "leaderboard", "--dataset", "synthetic", "--format", "json")
+    document = json.loads(out)  # one JSON document, not two back to back
+    assert code == 0 and [b["profile"] for b in document["boards"]] == ["smoke", "smoke2"]
+    code, out, _ = run(capsys, "leaderboard", "--dataset", "synthetic", "--format", "csv")
+    frame = pd.read_csv(io.StringIO(out))
+    assert list(frame["profile"]) == ["smoke", "smoke2"] and out.count("method") == 1
+    code, out, _ = run(capsys, "leaderboard", "--dataset", "synthetic", "--format", "html")
+    assert out.count("<html>") == 1 and out.count("<table>") == 2
+
+
+def test_an_unwritable_results_folder_is_refused_before_any_work(bench_env, capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "run", "--methods", "vae", "--dataset", "synthetic", "--profile", "smoke",
+                       "--results", str(blocker / "results"), "--storage", str(tmp_path / "ok.journal"))
+    assert code == 2 and err.startswith("error: cannot write checkpoints under the results directory")
+    assert not (tmp_path / "ok.journal").exists()  # refused before the storage was touched
