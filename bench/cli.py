@@ -368,12 +368,7 @@ def cmd_data_list(args) -> int:
     table.add_column("avg len", no_wrap=True, justify="right")
     for name in data.manifests():
         st = data.dataset_status(name)
-        if st.generated and st.missing:
-            status = "generated on first use"
-        elif not st.missing:
-            status = "present"
-        else:
-            status = "missing" if not st.present else f"missing {', '.join(st.missing)}"
+        status = st.summary
         paper = data.get_manifest(name).paper_stats
         # expected lines: the manifest's own counts (derived datasets), else the paper's Table 1
         sizes = "/".join(_fmt(st.expected_lines.get(k, paper.get(k))) for k in ("train", "valid", "test"))
@@ -405,6 +400,8 @@ def _print_status(st) -> int:
     out.print(f"{st.name}: present: {', '.join(st.present) or 'none'}")
     if st.missing:
         out.print(f"{st.name}: missing: {', '.join(st.missing)} (runs on {st.name} need all three splits)")
+    for note in st.notes:
+        err.print(f"{st.name}: warning: {note}")
     return 0
 
 
@@ -419,6 +416,8 @@ def cmd_data_stats(args) -> int:
                       f"{s['mean_length']:.2f} ± {s['std_length']:.2f}")
     out.print(table)
     out.print(f"checksum: {stats['checksum']}")
+    for note in stats.get("notes") or []:
+        err.print(f"warning: {note}")
     if stats.get("paper"):
         p = stats["paper"]
         out.print(f"paper (Table 1): {p['train']:,}/{p['valid']:,}/{p['test']:,} sentences, vocabulary "

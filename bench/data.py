@@ -1,6 +1,7 @@
 """Datasets: manifests, fetch/import with integrity checks, Vocab, Corpus, length-bucketed batches.
 
-Every dataset is described by one TOML manifest, `datasets/NAME.toml` (see `Manifest`). Its files live
+Every dataset is described by one TOML manifest, `datasets/NAME.toml` (see `Manifest`; an installed
+wheel carries them as bench/datasets/*.toml, see bundled_manifest_dir). Its files live
 in the data dir (`$BENCH_DATA`, default ~/.cache/vae-collapse-bench) as
 
     root/NAME/{train,valid,test}.txt      one sentence per line, tokens separated by whitespace;
@@ -20,6 +21,7 @@ checksum of its exact text, which identifies the data in every run key.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import io
@@ -33,6 +35,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -47,6 +50,12 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 SPLITS = ("train", "valid", "test")
 FAMILIES = ("yahoo", "yelp", "short-yelp", "snli", "ptb", "synthetic")
 DOWNLOAD_DIR = ".download"
+BOM = "\ufeff"
+# The smallest splits a run can use. Training batches hold sentences of one exact length
+# (length_batches), and a batch needs 2 sentences; the evaluation compares test sentences with each
+# other (active units: a variance over the test set), so it needs 2; model selection needs 1.
+MIN_SENTENCES = {"train": 2, "valid": 1, "test": 2}
+MIN_TRAIN_SAME_LENGTH = 2
 
 
 # --------------------------------------------------------------------------------------------- places
@@ -59,14 +68,77 @@ def data_dir() -> Path:
 
 
 def _root(root: Path | str | None) -> Path:
-    """The data directory a call works in: the given one, else data_dir()."""
-    return Path(root) if root is not None else data_dir()
+    """The data directory a call works in: the given one, else data_dir(). An existing path that is not
+    a folder is an error (naming BENCH_DATA); a missing one is created by the first write."""
+    path = Path(root) if root is not None else data_dir()
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"the data directory {path} is not a folder; set BENCH_DATA to a folder "
+                         "(it is created when missing)")
+    return path
+
+
+def _unwritable(root: Path, exc: OSError) -> BenchError:
+    """The error of a failed write into the data directory: it names the directory, why, and the fix."""
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) or (root.exists() and not root.is_dir()):
+        why = "a part of that path is a file, not a folder"
+    return BenchError(f"cannot write to the data directory {root} ({why}); set BENCH_DATA to a writable folder")
+
+
+def _mkdir(root: Path, path: Path) -> None:
+    """path.mkdir(parents=True, exist_ok=True) inside the data directory root, failing as a BenchError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(root, e) from None
+
+
+def _staging(root: Path, dest: Path, prefix: str) -> Path:
+    """A fresh temp folder inside dest (created, with its parents, when missing): the first write of
+    an import or fetch, so an unwritable data directory fails here, before anything else happens."""
+    _mkdir(root, dest)
+    try:
+        return Path(tempfile.mkdtemp(dir=dest, prefix=prefix))
+    except OSError as e:
+        raise _unwritable(root, e) from None
+
+
+def _generate(m: Manifest, root: Path) -> None:
+    """Make the synthetic corpus in root/NAME unless it is there (all its I/O is writing into root)."""
+    try:
+        synthetic.ensure(synthetic.GeneratorConfig.from_dict(m.generator), root / m.name)
+    except OSError as e:
+        raise _unwritable(root, e) from None
+
+
+def bundled_manifest_dir() -> Path:
+    """The manifests that come with the code.
+
+    The repository keeps them in its top-level datasets/ (the layout the README promises). A wheel
+    cannot install a top-level folder of data, so pyproject.toml maps datasets/ to the package-data
+    folder bench/datasets/: an installed copy finds them there, beside this module. A source tree or
+    an editable install has no bench/datasets/ and uses the repository's folder. (Installed, the
+    folder above the package is site-packages, whose `datasets` may be another project's package:
+    the installed location is therefore tried first.)
+    """
+    installed = Path(__file__).resolve().parent / "datasets"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "datasets"
 
 
 def manifest_dir() -> Path:
-    """Where the manifests live: $BENCH_MANIFESTS (tests, private datasets), else the repo's datasets/."""
+    """Where the manifests live: $BENCH_MANIFESTS (tests, private datasets), else bundled_manifest_dir().
+
+    A BENCH_MANIFESTS that is not an existing folder is an error, not an empty list of datasets.
+    """
     env = os.environ.get("BENCH_MANIFESTS")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "datasets"
+    if not env:
+        return bundled_manifest_dir()
+    path = Path(env).expanduser()
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise BenchError(f"BENCH_MANIFESTS={env}: {path} {what}; point BENCH_MANIFESTS to the folder of "
+                         "dataset manifests (NAME.toml files), or unset it to use the bundled ones")
+    return path
 
 
 # ------------------------------------------------------------------------------------------ manifests
@@ -211,8 +283,10 @@ def derived_from(name: str) -> list[str]:
 def read_lines(path: Path) -> list[str]:
     """The lines of a corpus file, without their line ends ("\\n" or "\\r\\n").
 
-    Only "\\n" ends a line (str.splitlines would also split at \\x85, \\u2028, ...). Rejects bytes
-    that are not UTF-8, an empty file and empty (or whitespace-only) lines, naming file and line.
+    Only "\\n" ends a line (str.splitlines would also split at \\x85, \\u2028, ...). A UTF-8 byte
+    order mark at the start of the file (Windows editors write one) is dropped, so it never becomes
+    part of the first token. Rejects bytes that are not UTF-8, an empty file and empty (or
+    whitespace-only) lines, naming file and line.
     """
     try:
         data = path.read_bytes()
@@ -226,6 +300,7 @@ def read_lines(path: Path) -> list[str]:
             f"{path}: line {line_no} is not valid UTF-8 (byte {data[e.start]:#04x}); "
             "re-encode the file as UTF-8"
         ) from None
+    text = text.removeprefix(BOM)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final line end
@@ -319,13 +394,18 @@ class Split:
 
 @dataclass
 class Corpus:
-    """A dataset ready for training: vocab of the train split, three Splits, checksum of the text."""
+    """A dataset ready for training: vocab of the train split, three Splits, checksum of the text.
+
+    notes: non-fatal findings about the files it was read from (line_count_notes: line counts that
+    differ from the manifest's), for a run's provenance.
+    """
 
     name: str
     family: str
     vocab: Vocab
     splits: dict[str, Split]
     checksum: str
+    notes: list[str] = field(default_factory=list)
 
     def truncated(self, max_train: int | None = None, max_valid: int | None = None,
                   max_test: int | None = None) -> Corpus:
@@ -415,7 +495,7 @@ def _missing_error(m: Manifest, root: Path, split: str, path: Path) -> BenchErro
 def corpus_lines(m: Manifest, root: Path) -> tuple[dict[str, list[str]], dict[str, tuple[Path, int]]]:
     """Raw lines per split, and per split its file and the line number of its first line."""
     if m.generator:
-        synthetic.ensure(synthetic.GeneratorConfig.from_dict(m.generator), root / m.name)
+        _generate(m, root)
     paths = split_paths(m, root)
     for s in SPLITS:
         if not paths[s].is_file():
@@ -446,13 +526,62 @@ def load_corpus(name: str, root: Path | None = None) -> Corpus:
     """The named dataset as a Corpus (synthetic: generated and cached on first use).
 
     Derived datasets read their base dataset's files, so `bench data import snli FOLDER` is all
-    snli-mini needs. Errors name the fix: unknown dataset, not imported, missing split, bad lines.
+    snli-mini needs. Errors name the fix: unknown dataset, not imported, missing split, bad lines,
+    a split too small for a run (check_split_sizes). Corpus.notes: line_count_notes.
     """
     m = get_manifest(name)
     root = _root(root)
     lines, where = corpus_lines(m, root)
     labelled = get_manifest(m.base).labelled if m.base else m.labelled  # the files are the base's
-    return build_corpus(m.name, m.family, lines, labelled, where)
+    corpus = build_corpus(m.name, m.family, lines, labelled, where)
+    check_split_sizes(
+        m.name, {s: [len(t) - 2 for t in corpus.splits[s].sentences] for s in SPLITS},
+        {s: _place(m, s, where[s][0], len(lines[s])) for s in SPLITS},
+        {s: _size_fix(m, s) for s in SPLITS},
+    )
+    corpus.notes = line_count_notes(name, root)
+    return corpus
+
+
+def _place(m: Manifest, split: str, path: Path | str, n: int) -> str:
+    """Where a split's lines are: its file, or for a derived dataset the range of the base's file."""
+    if not m.base:
+        return str(path)
+    start = m.derive[split].start
+    return f"lines {start + 1}-{start + n} of {path}"
+
+
+def _size_fix(m: Manifest, split: str) -> str:
+    if m.generator:
+        return f"raise {split} under [generator] in {manifest_dir() / (m.name + '.toml')}"
+    if m.base:
+        return f"import the complete {m.base} {m.derive[split].split} split"
+    return f"import a larger {split} split (`bench data import {m.name} FOLDER`)"
+
+
+def check_split_sizes(name: str, lengths: dict[str, list[int]], where: dict[str, str] | None = None,
+                      fix: dict[str, str] | None = None) -> None:
+    """Refuse splits too small for a run: fewer than MIN_SENTENCES sentences, or a train split without
+    MIN_TRAIN_SAME_LENGTH sentences of one length (a training batch holds sentences of one exact
+    length, so nothing could be trained). lengths: split -> words of each sentence, for the splits
+    to check (an import checks those it installs); where, fix: split -> its place and the remedy,
+    for the message."""
+    for split, sizes in lengths.items():
+        at = f" ({where[split]})" if where and split in where else ""
+        remedy = f"; {fix[split]}" if fix and split in fix else ""
+        need, n = MIN_SENTENCES[split], len(sizes)
+        why = {"train": "a training batch holds at least 2 sentences of one exact length",
+               "valid": "model selection evaluates it",
+               "test": "the evaluation compares test sentences with each other"}[split]
+        if n < need:
+            raise BenchError(f"dataset {name!r}: the {split} split{at} has {n} sentence{'s' * (n != 1)}, "
+                             f"fewer than the {need} a run needs ({why}){remedy}")
+        if split == "train" and max(Counter(sizes).values()) < MIN_TRAIN_SAME_LENGTH:
+            raise BenchError(
+                f"dataset {name!r}: the train split{at} has {n} sentences but no {MIN_TRAIN_SAME_LENGTH} of "
+                f"one length; a run needs at least {MIN_TRAIN_SAME_LENGTH} training sentences of one length "
+                f"(a training batch holds sentences of one exact length){remedy}"
+            )
 
 
 # ---------------------------------------------------------------------------------------- batches
@@ -500,7 +629,11 @@ class DatasetStatus:
     present/missing: splits whose source file exists or not (derived datasets: the base's files).
     paths: each split's source file. lines: line counts of present splits (derived: of the range
     taken). expected_lines: the manifest's. generated: synthetic (made on first use, so usable even
-    when missing). notes: non-fatal findings, e.g. a line count that differs from the manifest.
+    when missing). line_mismatches: where a present file's line count differs from its manifest's,
+    as {split: (lines, expected)}; a derived dataset also gets its base's, as {"BASE SPLIT": ...}
+    (its line ranges can match while the base's files are another release, e.g. a sentence-split
+    Yahoo). notes: non-fatal findings in words (the mismatches, see line_count_notes).
+    summary: the one-line state `bench data list` shows.
     """
 
     name: str
@@ -518,11 +651,32 @@ class DatasetStatus:
     base: str = ""
     generated: bool = False
     notes: list[str] = field(default_factory=list)
+    line_mismatches: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
         """load_corpus can succeed without a fetch or import."""
         return self.generated or not self.missing
+
+    @property
+    def summary(self) -> str:
+        """present / missing SPLITS / generated on first use, then any line-count mismatch, e.g.
+        `present; lines differ from the manifest: valid 46,454 (expects 10,000)`."""
+        if self.generated and self.missing:
+            state = "generated on first use"
+        elif not self.missing:
+            state = "present"
+        else:
+            state = "missing" if not self.present else f"missing {', '.join(self.missing)}"
+        if self.line_mismatches:
+            state += "; lines differ from the manifest: " + ", ".join(
+                f"{where} {n:,} (expects {e:,})" for where, (n, e) in self.line_mismatches.items())
+        return state
+
+
+def _mismatch_note(where: str, n: int, expected: int) -> str:
+    return (f"{where}: {n} lines, the manifest expects {expected} (another release or preprocessing? "
+            "results on it are not comparable with those on the expected files)")
 
 
 def _expected_lines(m: Manifest) -> dict[str, int]:
@@ -545,16 +699,29 @@ def dataset_status(name: str, root: Path | None = None) -> DatasetStatus:
             n = max(0, min(n, take.stop if take.stop is not None else n) - take.start)
         lines[s] = n
     expected = _expected_lines(m)
-    notes = [
-        f"{s}: {lines[s]} lines, the manifest expects {expected[s]}"
-        for s in present if s in expected and lines[s] != expected[s]
-    ]
+    mismatches = {s: (lines[s], expected[s]) for s in present if s in expected and lines[s] != expected[s]}
+    if m.base:  # the base's files: the cause, also of a whole split taken (then said once, as the base's)
+        base = dataset_status(m.base, root)
+        for s, take in m.derive.items():
+            if take.stop is None and take.split in base.line_mismatches:
+                mismatches.pop(s, None)
+        mismatches.update({f"{m.base} {s}": counts for s, counts in base.line_mismatches.items()})
     return DatasetStatus(
         name=m.name, family=m.family, kind=m.kind, description=m.description, present=present,
         missing=[s for s in SPLITS if s not in present], paths=paths, lines=lines,
         expected_lines=expected, paper=m.paper, source=m.source, fetchable=bool(m.url),
-        base=m.base, generated=bool(m.generator), notes=notes,
+        base=m.base, generated=bool(m.generator),
+        notes=[_mismatch_note(where, n, e) for where, (n, e) in mismatches.items()],
+        line_mismatches=mismatches,
     )
+
+
+def line_count_notes(name: str, root: Path | None = None) -> list[str]:
+    """The line-count mismatches of a dataset's files against its manifest (and, for a derived one,
+    its base's), in words: [] when every present file has the expected count. load_corpus puts them
+    in Corpus.notes; a run records them as provenance. Counting reads the files, not decoding them."""
+    st = dataset_status(name, root)
+    return [_mismatch_note(where, n, e) for where, (n, e) in st.line_mismatches.items()]
 
 
 # ---------------------------------------------------------------------------------------- import
@@ -572,14 +739,15 @@ def find_split_files(m: Manifest, folder: Path) -> dict[str, Path]:
     return found
 
 
-def _check_file(m: Manifest, path: Path, where: Path | str | None = None) -> int:
-    """Validate one split file as load_corpus would, naming it `where` in errors; returns its lines."""
+def _check_file(m: Manifest, path: Path, where: Path | str | None = None) -> list[int]:
+    """Validate one split file as load_corpus would, naming it `where` in errors; returns the number
+    of words of each of its sentences (labels not counted)."""
     try:
         lines = read_lines(path)
     except BenchError as e:
         raise BenchError(str(e).replace(str(path), str(where)) if where else str(e)) from None
-    parse_lines(lines, m.labelled, where or path)
-    return len(lines)
+    tokens, _ = parse_lines(lines, m.labelled, where or path)
+    return [len(t) for t in tokens]
 
 
 def _rename_into(staged: dict[str, Path], dest: Path) -> None:
@@ -606,7 +774,9 @@ def import_folder(name: str, folder: Path, root: Path | None = None) -> DatasetS
     to root/NAME/{train,valid,test}.txt, after validating all of them.
 
     A split absent from the folder is reported (DatasetStatus.missing), not an error; a folder with
-    none of them is. Splits imported earlier and absent from this folder are kept.
+    none of them is, and so is a split too small for a run (check_split_sizes). Splits imported
+    earlier and absent from this folder are kept. A line count that differs from the manifest's is
+    accepted with a note (DatasetStatus.notes).
     """
     m = get_manifest(name)
     _only_plain(m, "import")
@@ -619,13 +789,15 @@ def import_folder(name: str, folder: Path, root: Path | None = None) -> DatasetS
         wanted = "; ".join(f"{s}: {' / '.join(m.files.get(s, (f'{s}.txt',)))}" for s in SPLITS)
         raise BenchError(f"{folder} holds none of the {name} split files ({wanted})")
     dest = root / m.name
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest, prefix=".import-"))
+    staging = _staging(root, dest, ".import-")
     try:
         staged = {s: staging / f"{s}.txt" for s in found}
+        lengths = {}
         for s, src in found.items():
             shutil.copyfile(src, staged[s])
-            _check_file(m, staged[s], src)  # check the copy, name the original
+            lengths[s] = _check_file(m, staged[s], src)  # check the copy, name the original
+        check_split_sizes(name, lengths, {s: str(src) for s, src in found.items()},
+                          {s: f"import a folder with a larger {s} split" for s in found})
         _rename_into(staged, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -664,7 +836,11 @@ def download(url: str, part: Path, name: str, progress: Progress | None = None,
     server ignored the range (or the file changed): start over. 416: the part is already complete.
     A short body (connection dropped) keeps what arrived and asks to run again.
     """
-    part.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        part.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"cannot write to {part.parent} ({e.strerror or e}); set BENCH_DATA to a writable "
+                         "folder") from None
     meta = part.with_name(part.name + ".validator")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "vae-collapse-bench"})
@@ -801,7 +977,7 @@ def fetch(name: str, root: Path | None = None, progress: Progress | None = None)
     _only_plain(m, "fetch")
     root = _root(root)
     if m.generator:
-        synthetic.ensure(synthetic.GeneratorConfig.from_dict(m.generator), root / m.name)
+        _generate(m, root)
         return dataset_status(name, root)
     status = dataset_status(name, root)
     if not status.missing:
@@ -812,6 +988,7 @@ def fetch(name: str, root: Path | None = None, progress: Progress | None = None)
             f"{manifest_dir() / (name + '.toml')}); get the files by hand and {_import_hint(m)}"
         )
     dest = root / m.name
+    _mkdir(root, dest / DOWNLOAD_DIR)
     filename = Path(urllib.parse.urlparse(m.url).path).name or f"{m.name}.download"
     part = download(m.url, dest / DOWNLOAD_DIR / f"{filename}.part", m.name, progress)
     retry = f"delete {part} and run `bench data fetch {name}` again, or use `bench data import {name} FOLDER`"
@@ -819,20 +996,23 @@ def fetch(name: str, root: Path | None = None, progress: Progress | None = None)
         got = sha256_file(part)
         if got != m.sha256.lower():
             raise BenchError(f"checksum mismatch for {m.url}: expected sha256 {m.sha256}, got {got}; {retry}")
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest, prefix=".fetch-"))
+    staging = _staging(root, dest, ".fetch-")
     try:
         written = extract_splits(m, part, archive_kind(m, filename), staging)
         absent = [s for s in SPLITS if s not in written]
         if absent:
             raise BenchError(f"{m.url} lacks the {', '.join(absent)} split(s) named in {name}.toml; {retry}")
+        lengths = {}
         for s, path in written.items():
-            n = _check_file(m, path, f"{m.url} ({s} split)")
+            lengths[s] = _check_file(m, path, f"{m.url} ({s} split)")
+            n = len(lengths[s])
             if not m.sha256 and n != m.lines[s]:
                 raise BenchError(
                     f"{m.url}: the {s} split has {n} lines, expected {m.lines[s]}; the download is not "
                     f"the expected release; {retry}"
                 )
+        check_split_sizes(name, lengths, {s: f"{m.url}, {s} split" for s in written},
+                          {s: "the download is not a usable release" for s in written})
         _rename_into(written, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -861,7 +1041,8 @@ def split_stats(split: Split) -> dict:
 
 def corpus_stats(name: str, root: Path | None = None) -> dict:
     """Statistics of a loaded corpus beside the paper's: per split (split_stats), the vocabulary size
-    (train tokens + the 4 specials), the checksum; for synthetic also the generator's MI bounds."""
+    (train tokens + the 4 specials), the checksum, notes (line_count_notes); for synthetic also the
+    generator's MI bounds."""
     m = get_manifest(name)
     root = _root(root)
     corpus = load_corpus(name, root)
@@ -872,6 +1053,7 @@ def corpus_stats(name: str, root: Path | None = None) -> dict:
         "vocab_size": len(corpus.vocab),
         "splits": {s: split_stats(corpus.splits[s]) for s in SPLITS},
         "paper": m.paper_stats or None,
+        "notes": corpus.notes,
     }
     if m.generator:
         info = synthetic.read_info(root / m.name) or {}
@@ -887,5 +1069,6 @@ __all__ = [
     "data_dir", "manifest_dir", "Manifest", "PaperStats", "Take", "manifests", "get_manifest",
     "Vocab", "Split", "Corpus", "load_corpus", "build_corpus", "length_batches", "length_batch_indices",
     "DatasetStatus", "dataset_status", "fetch", "import_folder", "corpus_stats", "split_stats",
-    "read_lines", "parse_lines", "text_checksum",
+    "read_lines", "parse_lines", "text_checksum", "bundled_manifest_dir", "line_count_notes",
+    "check_split_sizes", "MIN_SENTENCES", "MIN_TRAIN_SAME_LENGTH",
 ]

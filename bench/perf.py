@@ -24,11 +24,15 @@ Run: `bench perf --methods vae,bn-vae,vmf-vae,dg-vae,dg-vmf-vae [--repeats N] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import re
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +40,7 @@ from tabulate import tabulate
 
 from bench import registry
 from bench.config import Backbone
+from bench.errors import BenchError, plain
 
 QUICK_BACKBONE = Backbone(64, 128, 128, 32)
 PAPER_BACKBONE = Backbone(128, 512, 512, 32)  # snli, short-yelp
@@ -66,6 +71,53 @@ def configs(quick: bool = False) -> list[PerfConfig]:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# Kineto (torch.profiler's C++ side) logs `USDT:2026-01-01 12:00:00 pid:tid SyncActivityProfilerHandler.cpp:52]
+# profiler_start` (and STAGE/INFO lines) straight to file descriptor 2, whatever KINETO_LOG_LEVEL says.
+_KINETO_LINE = re.compile(r"^(USDT|STAGE|INFO|WARNING):\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \S+\.\w+:\d+\]")
+
+
+@contextlib.contextmanager
+def kineto_quiet() -> Iterator[None]:
+    """File descriptor 2 goes to a temporary file while the block runs; afterwards every line written
+    there that is not Kineto's log chatter (_KINETO_LINE; its ERROR lines are kept) is passed on to
+    sys.stderr. Python's own output (a warning, a traceback) is therefore delayed, never lost."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 at all: nothing to keep quiet
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _KINETO_LINE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def check_device(name: str) -> torch.device:
+    """--device: cpu, cuda or cuda:N that is visible here; else a BenchError naming the fix."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise BenchError(f"unknown --device {plain(name)}: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"--device {plain(name)}: bench perf runs on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {plain(name)}: no CUDA device is visible here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BenchError(f"--device {plain(name)}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return device
 
 
 def random_batch(seq_len: int, batch: int = BATCH, vocab: int = VOCAB, seed: int = 0,
@@ -155,10 +207,12 @@ def regularizer_term(method: str, batch: int = BATCH, dim: int = 32, repeats: in
         torch.cuda.synchronize(device)
         measured, how = torch.cuda.max_memory_allocated(device) - before, "torch.cuda.max_memory_allocated"
     else:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            once()
+        with kineto_quiet():
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                once()
+            events = prof.events()
         live = measured = 0
-        for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        for event in sorted(events, key=lambda e: e.time_range.start):
             live += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
             measured = max(measured, live)
         how = "torch.profiler self-memory timeline (operator granularity)"
@@ -214,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
+    check_device(args.device)
     methods = [m.name for m in registry.select(args.methods)]
-    if args.baseline:
+    if args.baseline is not None:  # `--baseline ""` is an unknown method, not "no baseline"
         registry.get(args.baseline)
         methods = [args.baseline] + [m for m in methods if m != args.baseline]
     rows = run(methods, repeats=args.repeats, quick=args.quick, device=args.device, warmup=args.warmup)

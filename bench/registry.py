@@ -16,9 +16,16 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, quote, unknown
 
 ENTRY_POINT_GROUP = "vae_collapse_bench.methods"
+GRIDS = ("paper", "default")  # --grid: each method's paper grid, or each method's defaults alone
+
+
+def check_grid(grid: str) -> None:
+    """A BenchError unless `grid` is one of GRIDS (whatever the methods: one without a grid too)."""
+    if grid not in GRIDS:
+        raise BenchError(f"unknown grid {quote(grid)}: use --grid paper or --grid default")
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,9 @@ class MethodSpec:
 
     def settings(self, grid: str = "paper") -> list[dict[str, Any]]:
         """The hyperparameter settings to run: the cartesian product of the paper grid, or defaults."""
+        check_grid(grid)
         if grid == "default" or not self.grid:
             return [{}]
-        if grid != "paper":
-            raise BenchError(f"unknown grid {grid!r}: use --grid paper or --grid default")
         keys = sorted(self.grid)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
 
@@ -71,14 +77,16 @@ def check_number(name: str, value: Any, low: float, high: float = math.inf, *,
                  low_inclusive: bool = False) -> None:
     """Raise ValueError unless value is a real number (not a bool) in the domain: finite, above `low`
     (or equal with low_inclusive) and at most `high`. The message names the field and the domain."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # an int is finite however large (math.isfinite would overflow converting it to a float)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (isinstance(value, int) or math.isfinite(value))
     ok = ok and (value >= low if low_inclusive else value > low) and value <= high
     if not ok:
         if math.isinf(high):
             domain = f"a finite number {'>=' if low_inclusive else '>'} {low:g}"
         else:
             domain = f"a number in {'[' if low_inclusive else '('}{low:g}, {high:g}]"
-        raise ValueError(f"{name} must be {domain}, got {value!r}")
+        raise ValueError(f"{name} must be {domain}, got {_shown(value)}")
 
 
 def check_count(name: str, value: Any, *, or_default: bool = False) -> None:
@@ -87,7 +95,11 @@ def check_count(name: str, value: Any, *, or_default: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         alternative = " or 'default'" if or_default else ""
-        raise ValueError(f"{name} must be an integer >= 1{alternative}, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= 1{alternative}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    return quote(value) if isinstance(value, str) else repr(value)
 
 
 def _coerce(value: Any, target: type) -> Any:
@@ -97,7 +109,10 @@ def _coerce(value: Any, target: type) -> Any:
     if isinstance(value, str):
         value = _parse(value, target)
     if target is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond every float: no domain check could take it
+            raise BenchError(f"cannot read an integer of {value.bit_length()} bits as float: too large") from None
     return value
 
 
@@ -107,7 +122,7 @@ def _parse(value: str, target: type) -> Any:
             return cast(value)
         except ValueError:
             continue
-    raise BenchError(f"cannot read {value!r} as {target.__name__}")
+    raise BenchError(f"cannot read {quote(value)} as {target.__name__}")
 
 
 class _SpaceRecorder:

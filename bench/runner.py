@@ -71,26 +71,46 @@ class RunOutcome:
     run_key: str = ""
 
 
-def parse_seeds(text: str) -> list[int]:
-    """`0,1,2` or inclusive ranges such as `0-4` -> distinct seeds in order; else a BenchError."""
-    seeds: list[int] = []
+def parse_seeds(text: str, max_count: int = 10_000, max_seed: int = 2**32 - 1) -> list[int]:
+    """`0,1,2` or inclusive ranges such as `0-4` -> distinct seeds in order; else a BenchError.
+    At most `max_count` seeds (checked before any range is built: `0-999999999` is refused at once),
+    each at most `max_seed` (numpy seeds modulo 2**32: a larger seed would repeat a smaller one)."""
+    from bench.errors import quote
+
+    seeds: dict[int, None] = {}
     for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)(?:\s*-\s*(\d+))?\s*", part)
-        if not match or (match[2] and int(match[2]) < int(match[1])):
-            raise BenchError(f"malformed --seeds {text!r}: give non-negative integers like 0,1,2 or 0-4")
-        seeds.extend(range(int(match[1]), int(match[2] or match[1]) + 1))
-    return list(dict.fromkeys(seeds))
+        match = re.fullmatch(r"\s*([0-9]+)(?:\s*-\s*([0-9]+))?\s*", part)
+        if not match:
+            raise BenchError(f"malformed --seeds {quote(text)}: give non-negative integers like 0,1,2 or 0-4")
+        bounds = [b.lstrip("0") or "0" for b in (match[1], match[2] or match[1])]
+        if any(len(b) > len(str(max_seed)) or int(b) > max_seed for b in bounds):  # no 5,000-digit int()
+            raise BenchError(f"--seeds {quote(text)}: seeds are integers from 0 to {max_seed}")
+        low, high = map(int, bounds)
+        if high < low:
+            raise BenchError(f"malformed --seeds {quote(text)}: the range {low}-{high} runs backwards; "
+                             f"write {high}-{low}")
+        if high - low + 1 <= max_count:  # else refused before the range is built
+            seeds.update(dict.fromkeys(range(low, high + 1)))
+        if high - low + 1 > max_count or len(seeds) > max_count:
+            raise BenchError(f"--seeds {quote(text)} asks for more than {max_count:,} seeds, the most one "
+                             f"command runs: give fewer (e.g. 0-{max_count - 1}) or split the sweep")
+    return list(seeds)
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
     """`--set bn-vae.gamma=0.9` (repeatable) -> {"bn-vae": {"gamma": "0.9"}}; the method must exist."""
+    from bench.errors import plain
+
     out: dict[str, dict[str, str]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot or not method or not name or not value:
-            raise BenchError(f"malformed --set {item!r}: write METHOD.PARAM=VALUE, e.g. bn-vae.gamma=0.9")
-        registry.get(method)
+            raise BenchError(f"malformed --set {plain(item)}: write METHOD.PARAM=VALUE, e.g. bn-vae.gamma=0.9")
+        try:
+            registry.get(method)
+        except BenchError as exc:
+            raise BenchError(f"malformed --set {plain(item)}: {exc}") from None
         out.setdefault(method, {})[name] = value
     return out
 
@@ -103,16 +123,33 @@ def expand(
     seeds: list[int],
     overrides: dict[str, dict[str, str]] | None = None,
 ) -> list[RunSpec]:
-    """methods x settings x seeds. A `--set` value replaces that hyperparameter's grid axis."""
+    """methods x settings x seeds. A `--set` value replaces that hyperparameter's grid axis.
+    --grid and every --set are checked before anything is expanded; an error names the --set."""
+    from bench.errors import plain
+
     overrides = overrides or {}
+    registry.check_grid(grid)
     unused = set(overrides) - {m.name for m in methods}
     if unused:
-        raise BenchError(f"--set names {', '.join(sorted(unused))}, which --methods does not run")
+        raise BenchError(f"--set names {plain(', '.join(sorted(unused)))}, which --methods does not run")
+
+    def resolve(m: MethodSpec, setting: dict[str, Any], given: dict[str, str]):
+        try:
+            return m.resolve({**setting, **given})
+        except BenchError as exc:
+            if not given:
+                raise
+            sets = " ".join(f"--set {plain(f'{m.name}.{k}={v}')}" for k, v in given.items())
+            raise BenchError(f"malformed {sets}: {exc}") from None
+
+    for m in methods:  # each --set alone first, so the error names the one at fault
+        for name, value in overrides.get(m.name, {}).items():
+            resolve(m, {}, {name: value})
     specs = []
     for m in methods:
         settings, seen = [], set()
         for setting in m.settings(grid):
-            params = dataclasses.asdict(m.resolve({**setting, **overrides.get(m.name, {})}))
+            params = dataclasses.asdict(resolve(m, setting, overrides.get(m.name, {})))
             frozen = tuple(sorted(params.items()))
             if frozen not in seen:
                 seen.add(frozen)
@@ -189,6 +226,7 @@ class Runner:
             "run_key": ident.training_key, "identity": ident.as_dict(), "method": spec.method,
             "params": spec.params_dict, "setting": spec.setting, "seed": spec.seed, "dataset": spec.dataset,
             "profile": spec.profile, "data_checksum": self.full_corpus.checksum,
+            "data_notes": list(self.full_corpus.notes),
             "config": self.profile.resolved(self.corpus.family), "device": str(self.device),
             "checkpoint_dir": str(trained.user_attrs["checkpoint_dir"] if trained else workdir),
         }

@@ -68,9 +68,16 @@ def _open_rdb(url: str) -> RDBStorage:
             warnings.simplefilter("ignore", ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
                               grace_period=GRACE_PERIOD_S, heartbeat_stale_trial_callback=_report_stale)
-    except ModuleNotFoundError as exc:
-        raise BenchError(f"storage {_redact(url)!r} needs the database driver {exc.name!r}: "
-                         f"pip install {exc.name}") from None
+    except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as a bare ImportError
+        if url.startswith("postgres"):
+            raise BenchError(
+                f"storage {_redact(url)!r} needs the PostgreSQL driver psycopg 3, which is not installed: "
+                "pip install 'vae-collapse-bench[postgres]' (from a checkout: pip install -e '.[postgres]') "
+                "and give the URL as postgresql+psycopg://USER@HOST/DB"
+            ) from None
+        missing = exc.name or getattr(exc.__cause__, "name", None) or "a module"
+        raise BenchError(f"storage {_redact(url)!r} needs a database driver that is not installed ({missing}): "
+                         f"install the driver SQLAlchemy names for {url.split('://')[0]} URLs") from None
     except Exception as exc:  # SQLAlchemy raises many kinds; the first line is what the user needs
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BenchError(f"cannot reach storage {_redact(url)!r}: {reason[:300]}; "

@@ -30,7 +30,9 @@ def write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def tiny_folder(folder: Path, train: str = "a b c\nb c\nd\n", valid: str = "a d\n", test: str = "z a\n") -> Path:
+def tiny_folder(folder: Path, train: str = "a b c\nb c\nd\ne f\n", valid: str = "a d\n",
+                test: str = "z a\nb\n") -> Path:
+    """The smallest corpus a run accepts: 2 train sentences of one length, 1 valid, 2 test."""
     write(folder / "train.txt", train)
     write(folder / "valid.txt", valid)
     write(folder / "test.txt", test)
@@ -178,8 +180,8 @@ def test_folder_without_splits_and_not_imported(tmp_path):
 
 
 def test_missing_split_on_load(tmp_path):
-    write(tmp_path / "in" / "ptb.train.txt", "a b\n")
-    write(tmp_path / "in" / "ptb.test.txt", "a\n")
+    write(tmp_path / "in" / "ptb.train.txt", "a b\nc d\n")
+    write(tmp_path / "in" / "ptb.test.txt", "a\nb\n")
     status = data.import_folder("ptb", tmp_path / "in", tmp_path / "root")
     assert status.missing == ["valid"] and not status.ready
     with pytest.raises(BenchError, match=r"no valid split .*valid\.txt is missing"):
@@ -187,9 +189,9 @@ def test_missing_split_on_load(tmp_path):
 
 
 def test_import_keeps_line_ends_exact_and_notes_odd_counts(tmp_path):
-    folder = tiny_folder(tmp_path / "in", train="a b\r\nc\n")
+    folder = tiny_folder(tmp_path / "in", train="a b\r\nc d\n")
     status = data.import_folder("ptb", folder, tmp_path / "root")
-    assert "train: 2 lines, the manifest expects 42068" in status.notes
+    assert status.notes[0].startswith("train: 2 lines, the manifest expects 42068")
     corpus = data.load_corpus("ptb", tmp_path / "root")
     assert corpus.vocab.decode(corpus.splits["train"].sentences[0]) == ["<s>", "a", "b", "</s>"]
 
@@ -266,18 +268,18 @@ def test_length_batches_reproducible_from_generator():
 
 
 def test_corpus_stats_by_hand(tmp_path):
-    # train: 1, 3 and 5 words -> lengths with <s> </s> 3, 5, 7: mean 5, population std sqrt(8/3)
-    folder = tiny_folder(tmp_path / "in", train="a\na b c\nb c d a e\n", valid="a b\nc\n", test="q\n")
+    # train: 1, 1, 3 and 5 words -> lengths with <s> </s> 3, 3, 5, 7: mean 4.5, population std sqrt(11/4)
+    folder = tiny_folder(tmp_path / "in", train="a\nc\na b c\nb c d a e\n", valid="a b\nc\n", test="q\nq\n")
     data.import_folder("ptb", folder, tmp_path / "root")
     stats = data.corpus_stats("ptb", tmp_path / "root")
     train = stats["splits"]["train"]
-    assert (train["sentences"], train["tokens"], train["predicted_tokens"]) == (3, 9, 12)
-    assert train["mean_length"] == pytest.approx(5.0) and train["std_length"] == pytest.approx(math.sqrt(8 / 3))
+    assert (train["sentences"], train["tokens"], train["predicted_tokens"]) == (4, 10, 14)
+    assert train["mean_length"] == pytest.approx(4.5) and train["std_length"] == pytest.approx(math.sqrt(11 / 4))
     assert (train["min_length"], train["max_length"]) == (3, 7)
     valid = stats["splits"]["valid"]
     assert valid["mean_length"] == pytest.approx(3.5) and valid["std_length"] == pytest.approx(0.5)
     assert stats["vocab_size"] == 4 + 5 and stats["paper"]["train"] == 42068
-    assert train["std_length"] == pytest.approx(statistics.pstdev([3, 5, 7]))
+    assert train["std_length"] == pytest.approx(statistics.pstdev([3, 3, 5, 7]))
 
 
 # ------------------------------------------------------------------------------------------ fetch
@@ -446,3 +448,172 @@ def test_ptb_manifest_members_match_the_release_layout(tmp_path, monkeypatch, se
     monkeypatch.setenv("BENCH_MANIFESTS", str(tmp_path / "m"))
     status = data.fetch("ptb", tmp_path / "root")
     assert status.lines == {"train": 42068, "valid": 3370, "test": 3761} and status.notes == []
+
+
+# ------------------------------------------------------------------------------ robustness (issue)
+
+
+def test_bundled_manifests_are_the_repositorys_in_a_source_tree():
+    assert data.bundled_manifest_dir() == Path(__file__).resolve().parents[1] / "datasets"
+    assert data.manifest_dir() == data.bundled_manifest_dir()
+
+
+def test_bench_manifests_must_be_an_existing_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_MANIFESTS", str(tmp_path / "nope"))
+    with pytest.raises(BenchError, match=rf"BENCH_MANIFESTS={tmp_path / 'nope'}: .* does not exist; point "):
+        data.manifests()
+    with pytest.raises(BenchError, match="BENCH_MANIFESTS"):
+        data.get_manifest("synthetic")
+    monkeypatch.setenv("BENCH_MANIFESTS", str(write(tmp_path / "file.toml", "")))
+    with pytest.raises(BenchError, match=r"BENCH_MANIFESTS=.*file\.toml is not a folder"):
+        data.manifests()
+
+
+def test_utf8_bom_is_stripped(tmp_path):
+    plain = tiny_folder(tmp_path / "plain", train="ab c\nd e\n")
+    bom = tiny_folder(tmp_path / "bom", train="\ufeffab c\nd e\n", test="\ufeffz a\nb\n")
+    data.import_folder("ptb", plain, tmp_path / "r1")
+    data.import_folder("ptb", bom, tmp_path / "r2")
+    c1, c2 = data.load_corpus("ptb", tmp_path / "r1"), data.load_corpus("ptb", tmp_path / "r2")
+    assert c2.vocab.decode(c2.splits["train"].sentences[0]) == ["<s>", "ab", "c", "</s>"]
+    assert "\ufeffab" not in c2.vocab.stoi and c2.vocab.itos == c1.vocab.itos
+    assert c2.checksum == c1.checksum  # the BOM is not part of the text
+    write(tmp_path / "in" / "short_yelp.valid.txt", "\ufeff1\tgood food\n")  # labelled: the label is clean
+    data.import_folder("short-yelp", tmp_path / "in", tmp_path / "r3")
+    assert data.read_lines(tmp_path / "r3" / "short-yelp" / "valid.txt") == ["1\tgood food"]
+
+
+@pytest.mark.parametrize(
+    ("split", "text", "message"),
+    [
+        ("test", "z a\n", r"the test split \(.*test\.txt\) has 1 sentence, fewer than the 2 a run needs"),
+        ("train", "a b\n", r"the train split \(.*train\.txt\) has 1 sentence, fewer than the 2 a run needs"),
+        ("train", "a\na b\na b c\n", r"train split \(.*\) has 3 sentences but no 2 of one length; a run needs "
+                                     r"at least 2 training sentences of one length"),
+    ],
+)
+def test_too_small_splits_are_refused_at_import_and_load(tmp_path, split, text, message):
+    folder = tiny_folder(tmp_path / "in", **{split: text})
+    with pytest.raises(BenchError, match=message + r".*import a folder with a larger " + split):
+        data.import_folder("ptb", folder, tmp_path / "root")
+    assert not (tmp_path / "root" / "ptb" / f"{split}.txt").exists()  # nothing installed
+    tiny_folder(tmp_path / "root" / "ptb", **{split: text})  # put there by hand: refused at load (run start)
+    with pytest.raises(BenchError, match=message + r".*bench data import ptb FOLDER"):
+        data.load_corpus("ptb", tmp_path / "root")
+
+
+def test_smallest_corpus_is_accepted_and_a_derived_split_too_small_is_named(tmp_path):
+    data.import_folder("ptb", tiny_folder(tmp_path / "in"), tmp_path / "root")
+    assert len(data.load_corpus("ptb", tmp_path / "root").splits["test"]) == 2
+    write(tmp_path / "root" / "snli" / "valid.txt", "".join(f"w{i % 5} x\n" for i in range(10000)))
+    write(tmp_path / "root" / "snli" / "test.txt", "one line\n")
+    with pytest.raises(BenchError, match=r"'snli-mini': the test split \(lines 1-1 of .*snli/test\.txt\) has 1 "
+                                         r"sentence, fewer than the 2 .*import the complete snli test split"):
+        data.load_corpus("snli-mini", tmp_path / "root")
+
+
+def test_a_one_line_corpus_ends_the_run_with_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    tiny_folder(tmp_path / "data" / "ptb", train="a b\n", valid="a\n", test="a b\n")
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "results"))
+    monkeypatch.delenv("BENCH_STORAGE", raising=False)
+    assert main(["run", "--methods", "vae", "--dataset", "ptb", "--profile", "smoke", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset 'ptb': the train split") and len(err.strip().splitlines()) == 1, err
+
+
+def test_line_count_mismatch_is_noted_listed_and_kept_with_the_corpus(tmp_path):
+    folder = tiny_folder(tmp_path / "in", train="a b\r\nc d\n")
+    status = data.import_folder("ptb", folder, tmp_path / "root")
+    assert status.line_mismatches == {"train": (2, 42068), "valid": (1, 3370), "test": (2, 3761)}
+    assert len(status.notes) == 3 and "the manifest expects 42068" in status.notes[0]
+    assert status.summary == ("present; lines differ from the manifest: train 2 (expects 42,068), "
+                              "valid 1 (expects 3,370), test 2 (expects 3,761)")
+    assert data.load_corpus("ptb", tmp_path / "root").notes == data.line_count_notes("ptb", tmp_path / "root")
+    assert data.line_count_notes("ptb", tmp_path / "root") == status.notes
+
+
+@needs_shared
+def test_sentence_split_yahoo_is_flagged_and_the_real_one_is_not(tmp_path):
+    """The brief's case: Yahoo split into sentences (one line per sentence) imported as `yahoo`."""
+    status = data.import_folder("yahoo", SHARED / "yahoo", tmp_path / "real")
+    assert status.notes == [] and data.line_count_notes("yahoo-mini", tmp_path / "real") == []
+    assert data.dataset_status("yahoo", tmp_path / "real").summary == "missing train"
+
+    def sentences(path: Path) -> str:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return "".join(part.strip() + " .\n" for line in lines for part in line.split(" . ") if part.strip(" ."))
+
+    write(tmp_path / "split" / "valid.txt", sentences(SHARED / "yahoo" / "val.txt"))
+    write(tmp_path / "split" / "test.txt", sentences(SHARED / "yahoo" / "test.txt"))
+    status = data.import_folder("yahoo", tmp_path / "split", tmp_path / "root")
+    n_valid = status.lines["valid"]
+    assert n_valid > 30000 and status.line_mismatches["valid"] == (n_valid, 10000)
+    assert any(note.startswith(f"valid: {n_valid} lines, the manifest expects 10000") for note in status.notes)
+    assert f"valid {n_valid:,} (expects 10,000)" in status.summary
+    mini = data.dataset_status("yahoo-mini", tmp_path / "root")  # its ranges match; its base does not
+    n_test = status.lines["test"]
+    assert mini.line_mismatches == {"yahoo valid": (n_valid, 10000), "yahoo test": (n_test, 10000)}
+    corpus = data.load_corpus("yahoo-mini", tmp_path / "root")
+    assert any(note.startswith(f"yahoo valid: {n_valid} lines") for note in corpus.notes)
+
+
+def _probe_writable(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("x")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
+def test_bench_data_a_file_or_under_a_file_is_one_error_naming_it(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+
+    folder = tiny_folder(tmp_path / "in")
+    a_file = write(tmp_path / "a-file", "not a folder\n")
+    monkeypatch.setenv("BENCH_DATA", str(a_file))
+    for call in (lambda: data.import_folder("ptb", folder), lambda: data.load_corpus("synthetic"),
+                 lambda: data.fetch("synthetic"), lambda: data.dataset_status("ptb")):
+        with pytest.raises(BenchError, match=rf"data directory {a_file} is not a folder; set BENCH_DATA to a folder"):
+            call()
+    monkeypatch.setenv("BENCH_DATA", str(a_file / "data"))  # fails to be created, even for root
+    for call in (lambda: data.import_folder("ptb", folder), lambda: data.load_corpus("synthetic"),
+                 lambda: data.fetch("synthetic")):
+        with pytest.raises(BenchError, match=rf"cannot write to the data directory {a_file / 'data'} \(a part of "
+                                             r"that path is a file, not a folder\); set BENCH_DATA to a writable"):
+            call()
+    assert data.dataset_status("ptb").missing == list(data.SPLITS)  # reading an absent folder is fine
+    assert main(["data", "import", "ptb", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write to the data directory") and len(err.strip().splitlines()) == 1
+
+
+def test_bench_data_read_only_is_one_error_naming_it(tmp_path, monkeypatch):
+    """chmod 0o500; as root, where permissions do not stop writes, os.mkdir inside it fails as they would."""
+    import errno
+    import os
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if _probe_writable(ro):
+        real_mkdir = os.mkdir
+
+        def mkdir(path, *args, **kwargs):
+            if Path(path) != ro and Path(path).is_relative_to(ro):  # creating in it, as EACCES would
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setenv("BENCH_DATA", str(ro))
+    try:
+        with pytest.raises(BenchError, match=rf"cannot write to the data directory {ro} \(Permission denied\); "
+                                             "set BENCH_DATA to a writable folder"):
+            data.load_corpus("synthetic")
+        with pytest.raises(BenchError, match="set BENCH_DATA to a writable folder"):
+            data.import_folder("ptb", tiny_folder(tmp_path / "in"))
+    finally:
+        ro.chmod(0o700)

@@ -38,3 +38,41 @@ def test_unknown_method_is_a_clear_error():
 def test_main_quick(capsys):
     assert perf.main(["--methods", "vae,dg-vae", "--quick", "--repeats", "1", "--warmup", "0"]) == 0
     assert "ms per training step" in capsys.readouterr().out
+
+
+def test_the_profiler_leaves_no_kineto_lines_on_stderr():
+    """Kineto writes `USDT:... profiler_start` to file descriptor 2 itself: only a real process shows it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from bench import perf; perf.regularizer_term('vae', batch=8, dim=4, repeats=1); print('measured')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and "measured" in done.stdout, done.stderr
+    for noise in ("USDT", "profiler_start", "profiler_stop", "SyncActivityProfilerHandler"):
+        assert noise not in done.stderr
+
+
+def test_kineto_quiet_passes_every_other_line_on(capfd):
+    import os
+    import sys
+
+    with perf.kineto_quiet():
+        os.write(2, b"USDT:2026-01-01 12:00:00 1:1 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"STAGE:2026-01-01 12:00:00 1:1 SyncActivityProfilerHandler.cpp:51] Completed Stage: Warm Up\n")
+        os.write(2, b"ERROR:2026-01-01 12:00:00 1:1 Something.cpp:1] kept\n")
+        print("a warning of our own", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "profiler_start" not in err and "Warm Up" not in err
+    assert "ERROR:" in err and "a warning of our own" in err
+
+
+@pytest.mark.parametrize(("device", "message"), [("λ", "unknown --device λ"), ("", "unknown --device"),
+                                                 ("meta", "runs on cpu or cuda")])
+def test_a_bad_device_is_a_clear_error(device, message):
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match=message):
+        perf.main(["--methods", "vae", "--device", device, "--repeats", "1", "--warmup", "0"])

@@ -127,3 +127,21 @@ def test_an_integer_for_a_float_hyperparameter_is_the_same_run():
     default = expand([fb], "synthetic", "smoke", "default", [0])
     assert default[0] in paper  # the grid's 4 and the default 4.0: one RunSpec, one training key
     assert registry.get("dg-vae").resolve({"agg": "32"}).agg == 32  # a str/int field keeps its int
+
+
+def test_a_method_without_a_grid_refuses_an_unknown_grid_too():
+    with pytest.raises(BenchError, match="unknown grid 'foo': use --grid paper or --grid default"):
+        registry.get("vae").settings("foo")
+    with pytest.raises(BenchError, match="unknown grid"):
+        registry.check_grid("")
+    registry.check_grid("paper"), registry.check_grid("default")
+
+
+def test_resolve_takes_huge_and_odd_numbers_as_bench_errors(toy):
+    with pytest.raises(BenchError, match="cannot read an integer of .* bits as float: too large"):
+        toy.resolve({"weight": "1" * 400})
+    with pytest.raises(BenchError, match="weight must be > 0, got nan"):
+        toy.resolve({"weight": "nan"})
+    registry.check_number("x", 10**400, 0)  # an int is finite however large: no OverflowError
+    with pytest.raises(ValueError, match=r"got 'zzz.*'\.\.\. \(5,000 characters\)"):
+        registry.check_count("agg", "z" * 5000, or_default=True)

@@ -120,3 +120,15 @@ def test_rdb_heartbeat_fails_the_claim_of_a_silent_worker_on_another_host(tmp_pa
     with store.heartbeat(winner):  # a live claim keeps beating, so nobody takes it over
         time.sleep(2.2)
         assert not isinstance(store.claim("k", {}), optuna.Trial)
+
+
+def test_a_missing_postgres_driver_says_so_not_check_your_credentials(tmp_path):
+    pytest.importorskip("optuna")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        with pytest.raises(BenchError, match=r"needs the PostgreSQL driver psycopg 3.*\[postgres\]") as info:
+            open_storage("postgresql://me:secret@127.0.0.1:1/bench", tmp_path)
+        assert "credentials" not in str(info.value) and "secret" not in str(info.value)
+    else:
+        pytest.skip("psycopg is installed here: the message for a missing driver cannot be shown")
