@@ -123,7 +123,6 @@ def test_rdb_heartbeat_fails_the_claim_of_a_silent_worker_on_another_host(tmp_pa
 
 
 def test_a_missing_postgres_driver_says_so_not_check_your_credentials(tmp_path):
-    pytest.importorskip("optuna")
     try:
         import psycopg  # noqa: F401
     except ImportError:
