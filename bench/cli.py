@@ -15,7 +15,8 @@ from rich.table import Table
 import bench
 from bench import data, registry
 from bench.config import PROFILES, get_profile
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, plain, unknown
+from bench.paths import is_dir
 from bench.report import fixed
 from bench.runner import Reporter, Runner, RunOutcome, expand, parse_overrides, parse_seeds
 
@@ -251,10 +252,11 @@ def checked_output(path: str | None) -> Path | None:
     if not path:
         return None
     target = Path(path)
-    if target.is_dir():
-        raise BenchError(f"--output {path} is a folder: give a file name")
-    if not target.parent.is_dir():
-        raise BenchError(f"--output {path}: the folder {target.parent} does not exist; create it first")
+    if is_dir(target):
+        raise BenchError(f"--output {plain(path)} is a folder: give a file name")
+    if not is_dir(target.parent):
+        raise BenchError(f"--output {plain(path)}: the folder {plain(str(target.parent))} does not exist; "
+                         "create it first")
     return target
 
 

@@ -43,7 +43,8 @@ from pathlib import Path
 import torch
 
 from bench import synthetic
-from bench.errors import BenchError, unknown
+from bench.errors import BenchError, plain, unknown
+from bench.paths import is_dir, is_file
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -267,7 +268,7 @@ def manifests() -> dict[str, Manifest]:
 
 def get_manifest(name: str) -> Manifest:
     path = manifest_dir() / f"{name}.toml"
-    if path.is_file():
+    if is_file(path):
         return parse_manifest(path)
     raise unknown("dataset", name, sorted(p.stem for p in manifest_dir().glob("*.toml")))
 
@@ -782,8 +783,8 @@ def import_folder(name: str, folder: Path, root: Path | None = None) -> DatasetS
     _only_plain(m, "import")
     root = _root(root)
     folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise BenchError(f"{folder} is not a folder; pass the folder that holds the {name} split files")
+    if not is_dir(folder):
+        raise BenchError(f"{plain(str(folder))} is not a folder; pass the folder that holds the {name} split files")
     found = find_split_files(m, folder)
     if not found:
         wanted = "; ".join(f"{s}: {' / '.join(m.files.get(s, (f'{s}.txt',)))}" for s in SPLITS)

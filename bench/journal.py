@@ -30,7 +30,8 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, 
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
-from bench.errors import BenchError
+from bench.errors import BenchError, plain
+from bench.paths import is_file
 
 PLACEHOLDER_REASON = "its creating record was damaged; `bench store repair` kept its place (the run runs again)"
 
@@ -86,7 +87,7 @@ class ReadOnlyJournalBackend(JournalFileBackend):
         self._log_number_offset = {0: 0}
 
     def read_logs(self, log_number_from: int):
-        if not Path(self._file_path).is_file():  # no journal yet: an empty storage, not an error
+        if not is_file(self._file_path):  # no journal yet: an empty storage, not an error
             return iter(())
         return super().read_logs(log_number_from)
 
@@ -98,7 +99,7 @@ def open_journal(path: Path, read_only: bool = False) -> JournalStorage:
     """A JournalStorage on `path` after checking the file (module docstring). BenchError when it is
     damaged inside, or cannot be written when writing is wanted."""
     if read_only:
-        data = path.read_bytes() if path.is_file() else b""
+        data = path.read_bytes() if is_file(path) else b""
         result = scan(data)
         if result.first_damage:
             raise _damaged(path, result.first_damage)
@@ -111,7 +112,7 @@ def open_journal(path: Path, read_only: bool = False) -> JournalStorage:
         with open(path, "ab"):
             pass
     except OSError as exc:
-        raise BenchError(f"cannot write the journal storage {path}: {exc.strerror}; "
+        raise BenchError(f"cannot write the journal storage {plain(str(path))}: {exc.strerror}; "
                          "choose a writable --results directory or --storage path") from None
     with _locked(path):
         data = path.read_bytes()
@@ -129,8 +130,8 @@ def open_journal(path: Path, read_only: bool = False) -> JournalStorage:
 
 def repair(path: Path) -> str:
     """Keep every complete record of the journal, set the rest aside; returns what was done."""
-    if not path.is_file():
-        raise BenchError(f"no journal at {path}: nothing to repair")
+    if not is_file(path):
+        raise BenchError(f"no journal at {plain(str(path))}: nothing to repair")
     with _locked(path):
         data = path.read_bytes()
         result = scan(data)

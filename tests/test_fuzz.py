@@ -7,10 +7,6 @@ Nothing trains: `Runner` is replaced by one that runs nothing (every check befor
 runs), and `bench perf` is only given arguments it refuses before timing anything.
 
 A few real processes check the same end to end, and hypothesis drives the pure parsers.
-
-A case that ends in a traceback from a module this file's author does not own is marked
-xfail(strict=True) with the exception and where it is raised (KNOWN below): its owner fixes it and
-removes the mark; strict=True makes the test fail the moment the fix lands, as a reminder.
 """
 
 from __future__ import annotations
@@ -87,37 +83,14 @@ TEMPLATES = {
     "data-import-folder": ["data", "import", "ptb", "{V}"],
 }
 
-# Cases that end in a traceback from a module this file's author does not own: (template, value) ->
-# the exception and where it is raised. Each is xfail(strict=True) until its owner fixes it.
-_TOO_LONG = "OSError: [Errno 36] File name too long (Path.is_file() raises ENAMETOOLONG on Python 3.11)"
-_MANIFEST = f"{_TOO_LONG}: bench/data.py get_manifest, `if path.is_file():` on datasets/<name>.toml"
-KNOWN: dict[tuple[str, str], str] = {
-    ("run--dataset", "long"): _MANIFEST,
-    ("evaluate--dataset", "long"): _MANIFEST,
-    ("data-stats", "long"): _MANIFEST,
-    ("data-fetch", "long"): _MANIFEST,
-    ("data-import-name", "long"): _MANIFEST,
-    ("data-import-folder", "long"): f"{_TOO_LONG}: bench/data.py import_folder, `if not folder.is_dir():`",
-    ("leaderboard--output", "long"): f"{_TOO_LONG}: bench/cli.py checked_output, `if target.is_dir():`",
-    ("leaderboard--results", "long"): f"{_TOO_LONG}: bench/journal.py open_journal (read_only), "
-                                      "`path.read_bytes() if path.is_file()`",
-    ("store-list--results", "long"): f"{_TOO_LONG}: bench/journal.py open_journal (read_only), "
-                                     "`path.read_bytes() if path.is_file()`",
-    ("store-repair--results", "long"): f"{_TOO_LONG}: bench/journal.py repair, `if not path.is_file():`",
-    ("store-repair--storage", "long"): f"{_TOO_LONG}: bench/journal.py repair, `if not path.is_file():`",
-}
-
 # `data import` and `data fetch` write into the data directory: they get an empty one of their own.
 WRITES_DATA = ("data-import", "data-fetch")
 
 
 def _cases():
-    for template, argv in TEMPLATES.items():
+    for template in TEMPLATES:
         for value_id in VALUES:
-            marks = ()
-            if (template, value_id) in KNOWN:
-                marks = pytest.mark.xfail(strict=True, raises=OSError, reason=KNOWN[template, value_id])
-            yield pytest.param(template, value_id, id=f"{template}-{value_id}", marks=marks)
+            yield pytest.param(template, value_id, id=f"{template}-{value_id}")
 
 
 class NoTraining:
