@@ -15,7 +15,8 @@ from rich.table import Table
 import bench
 from bench import data, registry
 from bench.config import PROFILES, get_profile
-from bench.errors import BenchError, plain, unknown
+from bench.device import check_device
+from bench.errors import BenchError, plain, quote, unknown
 from bench.paths import is_dir
 from bench.report import fixed
 from bench.runner import Reporter, Runner, RunOutcome, expand, parse_overrides, parse_seeds
@@ -161,22 +162,9 @@ def writable_results(root: Path) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise BenchError(f"cannot write checkpoints under the results directory {root}: "
+        raise BenchError(f"cannot write checkpoints under the results directory {plain(str(root))}: "
                          f"{exc.strerror or exc}; choose a writable --results (or $BENCH_HOME)") from None
     return root
-
-
-def check_device(name: str) -> None:
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BenchError(f"unknown --device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"--device {name}: no CUDA device is visible here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise BenchError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
 
 
 def summarise(outcomes: list[RunOutcome]) -> int:
@@ -205,14 +193,14 @@ def cmd_leaderboard(args) -> int:
     from bench.store import RunStore, open_storage, study_name
 
     if args.format not in FORMATS:
-        raise BenchError(f"unknown format {args.format!r}: use one of {', '.join(FORMATS)}")
+        raise BenchError(f"unknown format {quote(args.format)}: use one of {', '.join(FORMATS)}")
     output = checked_output(args.output)
     storage = open_storage(args.storage, results_dir(args), read_only=True)
     stored = set(optuna.get_all_study_names(storage))
     profiles = [get_profile(args.profile).name] if args.profile else list(PROFILES)
     profiles = [p for p in profiles if study_name(args.dataset, p) in stored]
     if not profiles:
-        raise BenchError(f"no runs stored for dataset {args.dataset!r}"
+        raise BenchError(f"no runs stored for dataset {quote(args.dataset)}"
                          + (f" and profile {args.profile!r}" if args.profile else "")
                          + f": run `bench run --dataset {args.dataset}` first (or point --storage/--results "
                            "at the right place)")
@@ -233,7 +221,7 @@ def cmd_leaderboard(args) -> int:
         board.notes += failed_notes(store, current, chosen) + ([note] if note else [])
         boards[p] = board
     if not boards:
-        raise BenchError(f"no finished runs to show for dataset {args.dataset!r}: run `bench run` first")
+        raise BenchError(f"no finished runs to show for dataset {quote(args.dataset)}: run `bench run` first")
     text = render_boards(boards, args.format, args.dataset)
     text = text if text.endswith("\n") else text + "\n"
     if output:

@@ -40,7 +40,7 @@ from tabulate import tabulate
 
 from bench import registry
 from bench.config import Backbone
-from bench.errors import BenchError, plain
+from bench.device import check_device
 
 QUICK_BACKBONE = Backbone(64, 128, 128, 32)
 PAPER_BACKBONE = Backbone(128, 512, 512, 32)  # snli, short-yelp
@@ -103,21 +103,6 @@ def kineto_quiet() -> Iterator[None]:
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
-
-
-def check_device(name: str) -> torch.device:
-    """--device: cpu, cuda or cuda:N that is visible here; else a BenchError naming the fix."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise BenchError(f"unknown --device {plain(name)}: use cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise BenchError(f"--device {plain(name)}: bench perf runs on cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"--device {plain(name)}: no CUDA device is visible here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise BenchError(f"--device {plain(name)}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    return device
 
 
 def random_batch(seq_len: int, batch: int = BATCH, vocab: int = VOCAB, seed: int = 0,

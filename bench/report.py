@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError
+from bench.errors import BenchError, quote
 from bench.store import RunStore
 
 METRICS = ["priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL"]
@@ -244,7 +244,7 @@ class Leaderboard:
 
     def render(self, fmt: str = "md") -> str:
         if fmt not in FORMATS:
-            raise BenchError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+            raise BenchError(f"unknown format {quote(fmt)}: use one of {', '.join(FORMATS)}")
         if fmt == "csv":
             return self.flat().to_csv(index=False)
         if fmt == "json":
@@ -313,7 +313,7 @@ def render_boards(boards: dict[str, Leaderboard], fmt: str, title: str) -> str:
     column, one JSON object holding every board, one HTML page, one markdown file with a heading per
     board, one LaTeX fragment with a commented heading per tabular. One board renders as itself."""
     if fmt not in FORMATS:
-        raise BenchError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise BenchError(f"unknown format {quote(fmt)}: use one of {', '.join(FORMATS)}")
     if len(boards) == 1:
         return next(iter(boards.values())).render(fmt)
     if fmt == "csv":

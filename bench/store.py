@@ -28,7 +28,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 import bench
-from bench.errors import BenchError
+from bench.errors import BenchError, quote
 from bench.journal import open_journal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -55,7 +55,7 @@ def open_storage(url: str | None, results_dir: Path, read_only: bool = False) ->
     if url.startswith("journal:") or (not scheme and url.endswith((".journal", ".log"))):
         return open_journal(Path(url.removeprefix("journal:")), read_only)
     raise BenchError(
-        f"malformed --storage {_redact(url)!r}: give a journal file (results/optuna.journal or "
+        f"malformed --storage {quote(_redact(url))}: give a journal file (results/optuna.journal or "
         "journal:PATH) or an RDB URL such as sqlite:///results/bench.db or postgresql://user@host/db"
     )
 

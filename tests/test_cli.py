@@ -69,7 +69,7 @@ def test_methods_lists_every_registered_method_with_its_grid(capsys):
          "--set names bn-vae, which --methods does not run"),
         (["run", "--methods", "vae", "--dataset", "ptb", "--profile", "smoke"], "bench data import ptb"),
         (["leaderboard", "--dataset", "synthetic", "--format", "md"], "no runs stored"),
-        (["run", "--methods", "vae", "--dataset", "synthetic", "--device", "gpu0"], "unknown --device 'gpu0'"),
+        (["run", "--methods", "vae", "--dataset", "synthetic", "--device", "gpu0"], "unknown --device gpu0"),
         (["data", "import", "ptb", "/no/such/folder"], "/no/such/folder"),
         (["data", "stats", "nope"], "unknown dataset 'nope'"),
     ],

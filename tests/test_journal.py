@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bench.cli import main
 from bench.errors import BenchError
@@ -27,7 +28,8 @@ def board(capsys, results):
 def undamaged(synthetic_root, tmp_path_factory):
     """A finished two-run sweep, made by a process that has ended (as after a crash or a reboot)."""
     results = tmp_path_factory.mktemp("undamaged")
-    env = {"BENCH_DATA": str(synthetic_root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    # the same intra-op thread count as this process, whose reruns must reproduce the numbers exactly
+    env = {"BENCH_DATA": str(synthetic_root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     done = subprocess.run([sys.executable, "-m", "bench.cli", *SWEEP, "--results", str(results)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
