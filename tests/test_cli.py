@@ -1,6 +1,7 @@
 """The command line end to end on the smoke profile, and every user error: one line, exit code 2."""
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -235,3 +236,34 @@ def test_an_unwritable_results_folder_is_refused_before_any_work(bench_env, caps
                        "--results", str(blocker / "results"), "--storage", str(tmp_path / "ok.journal"))
     assert code == 2 and err.startswith("error: cannot write checkpoints under the results directory")
     assert not (tmp_path / "ok.journal").exists()  # refused before the storage was touched
+
+
+def test_a_diverging_setting_fails_its_run_and_the_sweep_goes_on(bench_env, capsys):
+    argv = ["run", "--methods", "bn-vae,vae", "--grid", "default", "--set", "bn-vae.gamma=1e6", "--dataset",
+            "synthetic", "--profile", "smoke", "--quiet"]
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and "2 runs: 1 trained, 0 cached, 1 failed" in out
+    assert "bn-vae[gamma=1000000.0] seed 0: failed" in err and "non-finite" in err
+    code, out, _ = run(capsys, "leaderboard", "--dataset", "synthetic", "--profile", "smoke")
+    assert code == 0 and "Not shown: bn-vae [gamma=1000000.0]: 1 run failed" in out
+    code, out, err = run(capsys, "leaderboard", "--dataset", "synthetic", "--profile", "smoke", "--methods", "bn-vae")
+    assert code == 2 and "no finished runs of the current config; skipped" in err
+
+
+def test_plain_output_fits_a_pipe_without_breaking_numbers_or_names(bench_env):
+    env = {**os.environ, "COLUMNS": "80"}
+    listing = subprocess.run([sys.executable, "-m", "bench.cli", "data", "list"], capture_output=True, text=True,
+                             timeout=120, env=env)
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for name in ("short-yelp-mini", "yahoo-mini", "snli-mini", "synthetic"):
+        assert any(line.split()[:1] == [name] for line in lines if line.strip()), name
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--methods", "vae", "--dataset", "synthetic", "--profile",
+           "smoke"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    summary = next(line for line in first.stdout.splitlines() if "trained and evaluated" in line)
+    assert re.search(r"priorLL -?\d+\.\d\d, postLL -?\d+\.\d\d, KL \d+\.\d\d, MI \d+\.\d\d, AU \d+, CU \d+$",
+                     summary), summary  # one line; AU and CU as integers; MI never "-0.00"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert "the run is cached; nothing trained" in again.stdout and "all 1 runs" not in again.stdout
