@@ -347,6 +347,17 @@ def cmd_evaluate(args) -> int:
     return summarise(runner.run_all(specs))
 
 
+def cmd_perf(args) -> int:
+    import torch
+
+    from bench import perf
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out.print(perf.benchmark(args.methods, args.baseline, args.repeats, args.warmup, args.quick, device,
+                             command=" ".join(["bench", *sys.argv[1:]])))
+    return 0
+
+
 def cmd_data_list(args) -> int:
     table = Table(title=f"datasets (data directory: {data.data_dir()})", box=box.SIMPLE_HEAD,
                   caption="vocab, avg len: the papers' Table 1")
@@ -483,9 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
     storage_options(q)
     q.set_defaults(func=cmd_store_repair)
 
-    # `bench perf ...` is handed whole to bench.perf's own parser (see main)
-    sub.add_parser("perf", help="training-step throughput and regularizer cost (bench perf --help)",
-                   add_help=False)
+    p = sub.add_parser("perf", help="training-step throughput and regularizer cost")
+    p.add_argument("--methods", default="all", help="`all` or comma-separated names (default setting each)")
+    p.add_argument("--baseline", help="ratios are to this method's step (default: the first of --methods)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per method and config (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per method and config")
+    p.add_argument("--quick", action="store_true", help="the quick backbone only")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when visible, else cpu)")
+    p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("data", help="dataset manifests: list, fetch, import, stats")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -507,10 +523,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv[:1] == ["perf"]:
-            from bench import perf
-
-            return perf.main(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
     except BenchError as exc:

@@ -23,7 +23,6 @@ Run: `bench perf --methods vae,bn-vae,vmf-vae,dg-vae,dg-vmf-vae [--repeats N] [-
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -41,6 +40,7 @@ from tabulate import tabulate
 from bench import registry
 from bench.config import Backbone
 from bench.device import check_device
+from bench.errors import BenchError
 
 QUICK_BACKBONE = Backbone(64, 128, 128, 32)
 PAPER_BACKBONE = Backbone(128, 512, 512, 32)  # snli, short-yelp
@@ -242,28 +242,16 @@ def format_table(rows: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench perf", description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="all", help="`all` or comma-separated names (default setting each)")
-    parser.add_argument("--baseline", help="ratios are to this method's step (default: the first of --methods)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per method and config (median)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method and config")
-    parser.add_argument("--quick", action="store_true", help="the quick backbone only")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be >= 1 and --warmup >= 0")
-    check_device(args.device)
-    methods = [m.name for m in registry.select(args.methods)]
-    if args.baseline is not None:  # `--baseline ""` is an unknown method, not "no baseline"
-        registry.get(args.baseline)
-        methods = [args.baseline] + [m for m in methods if m != args.baseline]
-    rows = run(methods, repeats=args.repeats, quick=args.quick, device=args.device, warmup=args.warmup)
-    print(f"bench perf on {args.device}: torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"command: bench perf {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(format_table(rows))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def benchmark(methods: str = "all", baseline: str | None = None, repeats: int = 5, warmup: int = 2,
+              quick: bool = False, device: str = "cpu", command: str = "") -> str:
+    """`bench perf` (its arguments are parsed in bench.cli): the report, ready to print."""
+    if repeats < 1 or warmup < 0:
+        raise BenchError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}")
+    check_device(device)
+    names = [m.name for m in registry.select(methods)]
+    if baseline is not None:  # `--baseline ""` is an unknown method, not "no baseline"
+        registry.get(baseline)
+        names = [baseline] + [m for m in names if m != baseline]
+    rows = run(names, repeats=repeats, quick=quick, device=device, warmup=warmup)
+    return (f"bench perf on {device}: torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"command: {command or 'bench perf'}\n{format_table(rows)}")

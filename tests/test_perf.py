@@ -31,12 +31,14 @@ def test_unknown_method_is_a_clear_error():
     from bench.errors import BenchError
 
     with pytest.raises(BenchError, match="unknown method 'vea'"):
-        perf.main(["--methods", "vea"])
+        perf.benchmark("vea")
 
 
 @pytest.mark.slow
 def test_main_quick(capsys):
-    assert perf.main(["--methods", "vae,dg-vae", "--quick", "--repeats", "1", "--warmup", "0"]) == 0
+    from bench.cli import main
+
+    assert main(["perf", "--methods", "vae,dg-vae", "--quick", "--repeats", "1", "--warmup", "0"]) == 0
     assert "ms per training step" in capsys.readouterr().out
 
 
@@ -75,4 +77,12 @@ def test_a_bad_device_is_a_clear_error(device, message):
     from bench.errors import BenchError
 
     with pytest.raises(BenchError, match=message):
-        perf.main(["--methods", "vae", "--device", device, "--repeats", "1", "--warmup", "0"])
+        perf.benchmark("vae", device=device, repeats=1, warmup=0)
+
+
+def test_perf_arguments_are_parsed_by_the_one_cli_parser(capsys):
+    from bench.cli import build_parser, main
+
+    args = build_parser().parse_args(["perf", "--methods", "vae", "--repeats", "3", "--quick"])
+    assert (args.methods, args.repeats, args.warmup, args.quick) == ("vae", 3, 2, True)
+    assert main(["perf", "--repeats", "0"]) == 2 and "--repeats must be >= 1" in capsys.readouterr().err
