@@ -367,13 +367,18 @@ def cmd_data_list(args) -> int:
     table.add_column("lines train/valid/test", no_wrap=True)
     table.add_column("vocab", no_wrap=True, justify="right")
     table.add_column("avg len", no_wrap=True, justify="right")
+    added = False
     for name in data.manifests():
         st = data.dataset_status(name)
         status = st.summary
+        added |= st.added
         paper = data.get_manifest(name).paper_stats
         # expected lines: the manifest's own counts (derived datasets), else the paper's Table 1
         sizes = "/".join(_fmt(st.expected_lines.get(k, paper.get(k))) for k in ("train", "valid", "test"))
-        table.add_row(name, status, sizes, _fmt(paper.get("vocab")), _fmt(paper.get("avg_len")))
+        table.add_row(name + (" *" if st.added else ""), status, sizes, _fmt(paper.get("vocab")),
+                      _fmt(paper.get("avg_len")))
+    if added:
+        table.caption += f"; *: your own corpus (bench data add; manifests in {data.user_manifest_dir()})"
     out.print(table)
     return 0
 
@@ -395,6 +400,19 @@ def cmd_data_fetch(args) -> int:
 
 def cmd_data_import(args) -> int:
     return _print_status(data.import_folder(args.name, Path(args.folder)))
+
+
+def cmd_data_add(args) -> int:
+    st = data.add_corpus(args.name, train=args.train, valid=args.valid, test=args.test, folder=args.folder,
+                         labelled=args.labelled, backbone=args.backbone, derive_train_from=args.derive_train_from,
+                         description=args.description, replace=args.replace)
+    b = data.paper_backbone(st.name)
+    sizes = "/".join(f"{st.lines[s]:,}" for s in ("train", "valid", "test") if s in st.lines)
+    out.print(f"added {st.name}: {sizes} sentences (train/valid/test); manifest {st.manifest}")
+    out.print(f"{st.name}: paper backbone {b.emb_dim}/{b.enc_hidden}/{b.dec_hidden}, D = {b.latent_dim} "
+              f"({'that of ' + st.family if st.family != st.name else 'the default'}); "
+              f"next: `bench run --dataset {st.name}`")
+    return _print_status(st)
 
 
 def _print_status(st) -> int:
@@ -503,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when visible, else cpu)")
     p.set_defaults(func=cmd_perf)
 
-    p = sub.add_parser("data", help="dataset manifests: list, fetch, import, stats")
+    p = sub.add_parser("data", help="dataset manifests: list, fetch, import, add, stats")
     dsub = p.add_subparsers(dest="data_command", required=True)
     dsub.add_parser("list", help="every manifest with its status").set_defaults(func=cmd_data_list)
     q = dsub.add_parser("fetch", help="download, verify and unpack a dataset")
@@ -514,6 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name")
     q.add_argument("folder")
     q.set_defaults(func=cmd_data_import)
+    q = dsub.add_parser("add", help="add your own corpus: its files installed, a manifest written to "
+                                    "<data dir>/manifests/NAME.toml")
+    q.add_argument("name", help="a new dataset name (letters, digits, . _ -), not a built-in one")
+    for split in ("train", "valid", "test"):
+        q.add_argument(f"--{split}", metavar="FILE", help=f"the {split} split: one sentence per line")
+    q.add_argument("--folder", metavar="DIR", help="a folder holding train.txt, valid.txt (or val.txt, dev.txt) "
+                                                   "and test.txt; --train/--valid/--test take precedence")
+    q.add_argument("--labelled", action="store_true", help="lines are `label<TAB>text`")
+    q.add_argument("--backbone", metavar="DATASET", help="use this dataset's paper backbone under --profile paper "
+                                                         "(e.g. yahoo, snli, ptb; default: the default one)")
+    q.add_argument("--derive-train-from", metavar="SPLIT:N", help="without a train file: train = the first N "
+                                                                  "lines of SPLIT (valid or test), SPLIT = the rest")
+    q.add_argument("--description", help="one line for `bench data list`")
+    q.add_argument("--replace", action="store_true", help="add again a corpus added before, with these files")
+    q.set_defaults(func=cmd_data_add)
     q = dsub.add_parser("stats", help="split sizes, vocabulary, lengths")
     q.add_argument("name")
     q.set_defaults(func=cmd_data_stats)

@@ -1,7 +1,9 @@
 """Run configuration as frozen dataclasses: Backbone, Training, Evaluation, Profile.
 
 Profiles change sizes and counts, never formulas (design.md §6). The `paper` profile takes its
-backbone from the dataset (Table of design.md §6); `quick` and `smoke` use one small backbone for all.
+backbone from the dataset: the `[backbone]` table of its family's manifest (bench.data.paper_backbone,
+the one source of the papers' backbones); `quick` and `smoke` use one small backbone for all.
+Backbone itself lives in bench.backbone (the manifests use it too) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -9,19 +11,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from bench.backbone import Backbone
+from bench.data import Manifest, paper_backbone
 from bench.errors import unknown
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """LSTM encoder/decoder sizes. latent_dim is D of the paper (32 everywhere in the paper)."""
-
-    emb_dim: int = 512
-    enc_hidden: int = 1024
-    dec_hidden: int = 1024
-    latent_dim: int = 32
-    dec_dropout_in: float = 0.5
-    dec_dropout_out: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,30 +73,25 @@ class Profile:
     backbone: Backbone | None = None  # None: the dataset's paper backbone
     description: str = ""
 
-    def backbone_for(self, dataset_family: str) -> Backbone:
+    def backbone_for(self, dataset: str | Manifest) -> Backbone:
+        """The backbone of a run on `dataset`: this profile's, else (paper) the dataset's paper backbone
+        from its manifest (bench.data.paper_backbone). `dataset` is a Manifest or a dataset name; a
+        family name (Corpus.family) is the name of the dataset whose manifest holds that family's
+        backbone, so passing it gives the same backbone."""
         if self.backbone is not None:
             return self.backbone
-        return PAPER_BACKBONES.get(dataset_family, PAPER_BACKBONES["default"])
+        return paper_backbone(dataset)
 
-    def resolved(self, dataset_family: str) -> dict:
-        """The resolved config, stored with every run for provenance (the keys are in bench.identity)."""
+    def resolved(self, dataset: str | Manifest) -> dict:
+        """The resolved config, stored with every run for provenance (the keys are in bench.identity).
+        `dataset`: as for backbone_for."""
         return {
             "profile": self.name,
-            "backbone": dataclasses.asdict(self.backbone_for(dataset_family)),
+            "backbone": dataclasses.asdict(self.backbone_for(dataset)),
             "training": dataclasses.asdict(self.training),
             "evaluation": dataclasses.asdict(self.evaluation),
         }
 
-
-PAPER_BACKBONES: dict[str, Backbone] = {
-    "yahoo": Backbone(512, 1024, 1024),
-    "yelp": Backbone(512, 1024, 1024),
-    "short-yelp": Backbone(128, 512, 512),
-    "snli": Backbone(128, 512, 512),
-    "ptb": Backbone(256, 256, 256),
-    "synthetic": Backbone(64, 128, 128),
-    "default": Backbone(256, 256, 256),
-}
 
 PROFILES: dict[str, Profile] = {
     p.name: p

@@ -42,8 +42,6 @@ from bench.config import Backbone
 from bench.device import check_device
 from bench.errors import BenchError
 
-QUICK_BACKBONE = Backbone(64, 128, 128, 32)
-PAPER_BACKBONE = Backbone(128, 512, 512, 32)  # snli, short-yelp
 VOCAB = 10_000
 BATCH = 32
 
@@ -62,9 +60,13 @@ class PerfConfig:
 
 def configs(quick: bool = False) -> list[PerfConfig]:
     """The quick backbone at T = 11 and 82; without `quick`, the paper backbone too."""
-    out = [PerfConfig("quick", QUICK_BACKBONE, 11), PerfConfig("quick", QUICK_BACKBONE, 82)]
+    from bench.config import PROFILES
+    from bench.data import paper_backbone
+
+    small, paper = PROFILES["quick"].backbone, paper_backbone("snli")  # one source for each
+    out = [PerfConfig("quick", small, 11), PerfConfig("quick", small, 82)]
     if not quick:
-        out += [PerfConfig("paper-snli", PAPER_BACKBONE, 11), PerfConfig("paper-snli", PAPER_BACKBONE, 82)]
+        out += [PerfConfig("paper-snli", paper, 11), PerfConfig("paper-snli", paper, 82)]
     return out
 
 

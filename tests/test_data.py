@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import socket
 import statistics
 import tarfile
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from bench import data
+from bench.backbone import DEFAULT_PAPER_BACKBONE
 from bench.data import BOS, EOS, SPECIALS, UNK, Split, Vocab
 from bench.errors import BenchError
 
@@ -65,10 +67,23 @@ def test_unknown_dataset_suggests_close_match():
 
 
 def test_bad_manifest_is_named(tmp_path, monkeypatch):
-    write(tmp_path / "odd.toml", 'name = "odd"\nfamily = "imdb"\ndescription = "x"\n')
     monkeypatch.setenv("BENCH_MANIFESTS", str(tmp_path))
-    with pytest.raises(BenchError, match=r"odd\.toml.*family 'imdb'"):
-        data.get_manifest("odd")
+    head = 'name = "odd"\nfamily = "odd"\ndescription = "x"\n[backbone]\n'
+    sizes = "emb_dim = 8\nenc_hidden = 8\ndec_hidden = 8\n"
+    for table, message in [
+        (sizes, "needs latent_dim"),
+        (sizes + "latent_dim = 0\n", "latent_dim must be a positive integer, got 0"),
+        (sizes + "latent_dim = 2\ndec_dropout_in = 1.5\n", r"dec_dropout_in must be a number in \[0, 1\)"),
+        (sizes + "latent_dim = 2\nwidth = 3\n", r"has unknown key\(s\) \['width'\]"),
+    ]:
+        write(tmp_path / "odd.toml", head + table)
+        with pytest.raises(BenchError, match=r"odd\.toml: \[backbone\] " + message):
+            data.get_manifest("odd")
+    # a family is resolved when its backbone is needed: one that names no manifest is named then
+    write(tmp_path / "odd.toml", 'name = "odd"\nfamily = "imdb"\ndescription = "x"\n')
+    assert data.get_manifest("odd").family == "imdb"
+    with pytest.raises(BenchError, match=r"odd\.toml: family 'imdb' names no dataset manifest"):
+        data.paper_backbone("odd")
 
 
 # ----------------------------------------------------------------------------- shared corpora
@@ -617,3 +632,208 @@ def test_bench_data_read_only_is_one_error_naming_it(tmp_path, monkeypatch):
             data.import_folder("ptb", tiny_folder(tmp_path / "in"))
     finally:
         ro.chmod(0o700)
+
+
+# ------------------------------------------------------------------------------ users' own corpora
+
+
+def own_corpus(folder: Path) -> dict[str, Path]:
+    """A two-file corpus (valid + test), a few dozen lines: the first 40 valid lines (train after
+    --derive-train-from valid:40) hold 36 sentences of 4 words, so even dg-vae's largest aggregation
+    group (32) finds a length-bucketed batch."""
+    words = ["the", "cat", "dog", "sat", "ran", "a", "on", "mat", "big", "red"]
+    line = lambda i, n: " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(n))  # noqa: E731
+    valid = [line(i, 4) for i in range(36)] + [line(i, 3) for i in range(4)] + [line(i, 2 + i % 4) for i in range(12)]
+    test = [line(i + 5, 2 + i % 5) for i in range(24)]
+    return {"valid": write(folder / "v.txt", "\n".join(valid) + "\n"),
+            "test": write(folder / "t.txt", "\n".join(test) + "\n")}
+
+
+@pytest.fixture
+def data_env(tmp_path, monkeypatch):
+    """BENCH_DATA and BENCH_HOME under tmp_path, no BENCH_MANIFESTS: the lookup a user has."""
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "results"))
+    for var in ("BENCH_MANIFESTS", "BENCH_STORAGE"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "data"
+
+
+def test_two_commands_bring_your_own_two_file_corpus(tmp_path, data_env, capsys):
+    """The story: valid + test files, `bench data add ... --derive-train-from valid:N`, then `bench run`."""
+    from bench.cli import main
+
+    files = own_corpus(tmp_path / "mine")
+    assert main(["data", "add", "mycorpus", "--valid", str(files["valid"]), "--test", str(files["test"]),
+                 "--derive-train-from", "valid:40"]) == 0
+    out = capsys.readouterr().out
+    assert "added mycorpus: 40/12/24 sentences" in out and "256/256/256, D = 32 (the default)" in out
+    assert main(["run", "--methods", "vae,dg-vae", "--dataset", "mycorpus", "--profile", "smoke", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert " 0 failed" in out and "trained" in out
+
+    m = data.get_manifest("mycorpus")
+    assert m.path == data_env / "manifests" / "mycorpus.toml" and m.kind == "plain" and m.family == "mycorpus"
+    assert m.derive == {"train": data.Take("valid", 0, 40), "valid": data.Take("valid", 40, None),
+                        "test": data.Take("test", 0, None)}
+    assert m.lines == {"train": 40, "valid": 12, "test": 24}
+    assert m.file_sha256 == {s: hashlib.sha256(files[s].read_bytes()).hexdigest() for s in ("valid", "test")}
+    assert sorted(p.name for p in (data_env / "mycorpus").iterdir()) == ["test.txt", "valid.txt"]
+    corpus = data.load_corpus("mycorpus")
+    valid_lines = files["valid"].read_text().splitlines()
+    assert corpus.vocab.decode(corpus.splits["valid"].sentences[0][1:-1]) == valid_lines[40].split()
+    assert corpus.notes == [] and data.paper_backbone("mycorpus") == DEFAULT_PAPER_BACKBONE
+    st = data.dataset_status("mycorpus")
+    assert st.added and st.ready and st.notes == [] and st.summary == "present"
+    assert data.corpus_stats("mycorpus")["splits"]["train"]["sentences"] == 40
+    assert main(["data", "stats", "mycorpus"]) == 0 and "checksum:" in capsys.readouterr().out
+    assert main(["data", "list"]) == 0 and "mycorpus *" in capsys.readouterr().out
+
+
+def test_add_three_files_labelled_with_a_paper_backbone_and_from_a_folder(tmp_path, data_env):
+    from bench.config import get_profile
+
+    folder = tmp_path / "in"
+    write(folder / "train.txt", "1\ta b\n0\tc d\n1\te f g\n")
+    write(folder / "val.txt", "0\ta c\n")
+    write(folder / "mine.test.txt", "1\tb d\n0\ta\n")
+    status = data.add_corpus("labelled-one", folder=str(folder), labelled=True, backbone="yahoo-mini",
+                             description='quotes " and \\ and a\nnewline')
+    assert status.present == list(data.SPLITS) and status.lines == {"train": 3, "valid": 1, "test": 2}
+    m = data.get_manifest("labelled-one")
+    assert m.labelled and m.family == "yahoo" and m.description == 'quotes " and \\ and a\nnewline'
+    assert m.files == {"train": ("train.txt",), "valid": ("val.txt", "valid.txt"),
+                       "test": ("mine.test.txt", "test.txt")}
+    assert data.load_corpus("labelled-one").splits["train"].labels == ["1", "0", "1"]
+    paper = get_profile("paper")
+    assert paper.backbone_for("labelled-one") == paper.backbone_for(m.family) == data.paper_backbone("yahoo")
+    assert paper.resolved(m)["backbone"]["emb_dim"] == 512
+    # explicit files win over the folder's; --replace installs them and drops files no longer used
+    write(tmp_path / "other-test.txt", "1\tz z\n0\ty\n")
+    data.add_corpus("labelled-one", folder=str(folder), test=str(tmp_path / "other-test.txt"), labelled=True,
+                    replace=True)
+    assert data.load_corpus("labelled-one").splits["test"].labels == ["1", "0"]
+    assert data.get_manifest("labelled-one").family == "labelled-one"  # no --backbone this time: the default
+
+
+def test_add_records_sha256_and_notes_a_changed_file(tmp_path, data_env):
+    files = own_corpus(tmp_path / "mine")
+    data.add_corpus("mine", valid=str(files["valid"]), test=str(files["test"]), derive_train_from="valid:40")
+    installed = data_env / "mine" / "test.txt"
+    installed.write_text(installed.read_text().replace("the", "teh", 1))  # same line count
+    st = data.dataset_status("mine")
+    assert st.changed == ["test"] and "changed since added: test" in st.summary
+    assert any("sha256 differs" in note for note in st.notes)
+    assert data.load_corpus("mine").notes == st.notes
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["snli", "--train", "{tr}", "--valid", "{v}", "--test", "{t}"], r"'snli' is the name of the built-in dataset"),
+        (["PTB", "--train", "{tr}", "--valid", "{v}", "--test", "{t}"], r"built-in dataset 'ptb'"),
+        (["../up", "--train", "{tr}", "--valid", "{v}", "--test", "{t}"], r"dataset name '../up': use 1-64 letters"),
+        (["manifests", "--train", "{tr}", "--valid", "{v}", "--test", "{t}"], r"folder of manifests"),
+        (["mine", "--train", "{tr}", "--valid", "{nope}", "--test", "{t}"],
+         r"the valid file .*nope\.txt does not exist"),
+        (["mine", "--train", "{tr}", "--valid", "{dir}", "--test", "{t}"], r"the valid file .* is a folder"),
+        (["mine", "--train", "{tr}", "--valid", "{empty}", "--test", "{t}"], r"empty\.txt is empty; a split needs"),
+        (["mine", "--train", "{tr}", "--valid", "{v}", "--test", "{latin1}"],
+         r"latin1\.txt: line 2 is not valid UTF-8 \(byte 0xe9\)"),
+        (["mine", "--train", "{tr}", "--valid", "{v}", "--test", "{gap}"], r"gap\.txt: line 2 is empty"),
+        (["mine", "--train", "{tr}", "--valid", "{v}", "--test", "{one}"],
+         r"'mine': the test split \(.*one\.txt\) has 1 sentence, fewer than the 2 .*pass a larger test file"),
+        (["mine", "--train", "{one}", "--valid", "{v}", "--test", "{t}"], r"the train split \(.*one\.txt\) has 1"),
+        (["mine", "--valid", "{v}", "--test", "{t}"], r"no train file: pass --train FILE, or --derive-train-from"),
+        (["mine", "--train", "{tr}", "--test", "{t}"], r"no valid file: pass --valid FILE"),
+        (["mine", "--train", "{tr}", "--valid", "{v}", "--test", "{t}", "--derive-train-from", "valid:3"],
+         r"both a train file .* and --derive-train-from"),
+        (["mine", "--valid", "{v}", "--test", "{t}", "--derive-train-from", "valid:52"],
+         r"valid:52 takes all 52 lines of .*v\.txt, leaving no valid sentences; use N below 52"),
+        (["mine", "--valid", "{v}", "--test", "{t}", "--derive-train-from", "valid:1"],
+         r"train split \(lines 1-1 of .*v\.txt\) has 1 sentence.*a larger N in --derive-train-from valid:N"),
+        (["mine", "--valid", "{v}", "--test", "{t}", "--derive-train-from", "train:5"], r"expected SPLIT:N"),
+        (["mine", "--valid", "{v}", "--test", "{t}", "--derive-train-from", "valid:x"], r"expected SPLIT:N"),
+        (["mine", "--train", "{tr}", "--valid", "{v}", "--test", "{t}", "--backbone", "imdb"],
+         r"--backbone 'imdb': not a dataset; use one of .*snli.*, or default"),
+        (["mine", "--train", "{tr}", "--valid", "{v}", "--test", "{t}", "--labelled"], r"tr\.txt: line 1 has no TAB"),
+        (["mine", "--folder", "{nope}"], r"--folder .*nope\.txt is not a folder"),
+    ],
+)
+def test_add_refuses_bad_input_in_one_line_and_installs_nothing(argv, message, tmp_path, data_env, capsys):
+    from bench.cli import main
+
+    files = own_corpus(tmp_path / "in")
+    paths = {"v": files["valid"], "t": files["test"], "tr": write(tmp_path / "in" / "tr.txt", "a b\nc d\ne\n"),
+             "nope": tmp_path / "nope.txt", "dir": tmp_path / "in", "empty": write(tmp_path / "empty.txt", ""),
+             "latin1": write(tmp_path / "latin1.txt", "fine\ncaf\xe9 au lait\n".encode("latin-1")),
+             "gap": write(tmp_path / "gap.txt", "a\n\nb\n"), "one": write(tmp_path / "one.txt", "a b\n")}
+    assert main(["data", "add", *(a.format(**paths) for a in argv)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+    assert not (data_env / "manifests").exists() or not list((data_env / "manifests").iterdir())
+    assert not (data_env / "mine").exists() or not list((data_env / "mine").iterdir())
+
+
+def test_add_twice_needs_replace_and_bench_manifests_excludes_user_ones(tmp_path, data_env, monkeypatch):
+    files = own_corpus(tmp_path / "in")
+    args = {"valid": str(files["valid"]), "test": str(files["test"]), "derive_train_from": "valid:40"}
+    data.add_corpus("mine", **args)
+    with pytest.raises(BenchError, match=r"'mine' was added before .*pass --replace"):
+        data.add_corpus("mine", **args)
+    monkeypatch.setenv("BENCH_MANIFESTS", str(data.bundled_manifest_dir()))
+    with pytest.raises(BenchError, match=r"unknown dataset 'mine'"):  # BENCH_MANIFESTS replaces the lookup
+        data.get_manifest("mine")
+    with pytest.raises(BenchError, match="BENCH_MANIFESTS is set.*unset BENCH_MANIFESTS"):
+        data.add_corpus("other", **args)
+
+
+def test_a_user_manifest_cannot_shadow_a_built_in_one(data_env):
+    text = (data.bundled_manifest_dir() / "ptb.toml").read_text().replace("Penn Treebank", "an impostor")
+    write(data_env / "manifests" / "ptb.toml", text)
+    write(data_env / "manifests" / "extra.toml", 'name = "extra"\nfamily = "snli"\ndescription = "x"\n')
+    assert "impostor" not in data.get_manifest("ptb").description
+    ms = data.manifests()
+    assert "impostor" not in ms["ptb"].description and ms["extra"].path == data_env / "manifests" / "extra.toml"
+    assert data.manifest_paths()["ptb"] == data.bundled_manifest_dir() / "ptb.toml"
+    assert data.paper_backbone("extra") == data.paper_backbone("snli")
+
+
+def test_toml_strings_round_trip():
+    import tomllib
+
+    from bench.data.user import toml_str
+
+    for text in ['plain', 'a "quote" and \\ back', "new\nline\ttab\x7f\x01", "數據 λ", "lone \udcff surrogate"]:
+        got = tomllib.loads(f"x = {toml_str(text)}\n")["x"]
+        assert got == text.replace("\udcff", "\ufffd")
+
+
+ODD = ["", "v" * 5000, "λ-vae", "數據", "-1", "nan", "{file}", "{folder}", "{file}/sub", "valid:" + "1" * 5000,
+       "valid:-3", "../../etc", "default"]
+
+
+@pytest.mark.parametrize("option", ["name", "--train", "--valid", "--test", "--folder", "--backbone",
+                                    "--derive-train-from", "--description"])
+def test_add_ends_in_0_or_one_error_line_whatever_is_typed(option, tmp_path, data_env, capsys):
+    from bench.cli import main
+
+    files = own_corpus(tmp_path / "in")
+    places = {"file": str(write(tmp_path / "a-file.txt", "x\n")), "folder": str(tmp_path / "in")}
+    for i, value in enumerate(ODD):
+        value = value.format(**places)
+        args = {"name": f"c{i}", "--valid": str(files["valid"]), "--test": str(files["test"]),
+                "--derive-train-from": "valid:40"}
+        if option == "--train":
+            args.pop("--derive-train-from")
+        args[option] = value
+        argv = ["data", "add", args.pop("name")] + [x for kv in args.items() for x in kv]
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: a value it cannot take as an option's
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code in (0, 2) and "Traceback" not in err, (option, value[:40], err[-500:])
+        if code == 2 and err.startswith("error: "):
+            assert len(err.strip().splitlines()) == 1, err

@@ -1,4 +1,5 @@
-"""A normal (non-editable) install works on its own: the wheel carries the dataset manifests.
+"""A normal (non-editable) install works on its own: the wheel carries the dataset manifests (and the
+bench.data package that reads them, beside the user's own in the data directory).
 
 The wheel is built from a copy of the sources (so the build leaves no build/ or egg-info behind in
 the repository), installed without dependencies into a fresh venv, and that venv borrows the
@@ -77,8 +78,9 @@ def bench_env(tmp: Path) -> dict[str, str]:
 
 def test_installed_wheel_finds_its_manifests_and_runs(installed, tmp_path):
     env = bench_env(tmp_path)
-    where = sh([str(installed), "-c", "import bench, bench.data as d; print(bench.__file__); print(d.manifest_dir())"],
-               cwd=tmp_path, env=env).stdout.split()
+    script = ("import bench, bench.data as d; print(bench.__file__); print(d.manifest_dir()); "
+              "print(d.paper_backbone('snli-mini').emb_dim)")
+    where = sh([str(installed), "-c", script], cwd=tmp_path, env=env).stdout.split()
     venv_root = installed.parent.parent
     assert Path(where[0]).is_relative_to(venv_root) and not Path(where[0]).is_relative_to(REPO), where
 
@@ -86,6 +88,15 @@ def test_installed_wheel_finds_its_manifests_and_runs(installed, tmp_path):
     for name in ("synthetic", "ptb", "yahoo", "yahoo-mini", "yelp", "short-yelp", "snli", "snli-mini"):
         assert name in listing, listing
     assert Path(where[1]) == Path(where[0]).parent / "datasets", where  # the wheel's package data
+    assert where[2] == "128", where  # the [backbone] of the wheel's snli.toml (bench.data is in the wheel)
+
+    # the user's own corpus: its manifest in the data directory, listed beside the wheel's
+    (tmp_path / "valid.txt").write_text("a b\nc d\ne f\ng\n")
+    (tmp_path / "test.txt").write_text("a c\nb d\n")
+    sh([str(installed), "-m", "bench.cli", "data", "add", "mine", "--valid", "valid.txt", "--test", "test.txt",
+        "--derive-train-from", "valid:2"], cwd=tmp_path, env=env)
+    assert (tmp_path / "data" / "manifests" / "mine.toml").is_file()
+    assert "mine *" in sh([str(installed), "-m", "bench.cli", "data", "list"], cwd=tmp_path, env=env).stdout
 
     run = sh([str(installed), "-m", "bench.cli", "run", "--methods", "vae", "--dataset", "synthetic",
               "--profile", "smoke", "--quiet"], cwd=tmp_path, env=env)
