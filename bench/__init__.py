@@ -5,4 +5,4 @@ from importlib.metadata import PackageNotFoundError, version
 try:
     __version__ = version("vae-collapse-bench")
 except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.2.0"
+    __version__ = "0.3.0"

@@ -1,13 +1,17 @@
 """The shared LSTM backbone (design.md §6) and the `Method` base every method builds on (§4).
 
 Encoder: own embedding, one LSTM layer over `<s> x </s>`, last hidden state -> Linear (no bias) ->
-the posterior's raw parameters. Decoder: own embedding with dropout, z concatenated to every input
-step, c0 = W z, h0 = tanh(c0), dropout on the LSTM outputs, Linear -> vocabulary (optionally with z
-concatenated there too: the skip connection of skip-VAE). Init: U(-0.01, 0.01), embeddings U(-0.1, 0.1).
+the posterior's raw parameters. Decoder, for a conditioning vector c (by default c = z): own
+embedding with dropout, c concatenated to every input step, c0 = W c, h0 = tanh(c0), dropout on the
+LSTM outputs h_t, then logits = W_out o_t (no bias) with o_t = h_t by default; a method may
+condition on another c (`Method.decoder_input`) or let the vocabulary projection read other
+features o_t (`Method.decoder_output`, e.g. skip-VAE's [h_t ; z]). Init: U(-0.01, 0.01),
+embeddings U(-0.1, 0.1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -40,44 +44,56 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, vocab_size: int, bb: Backbone, skip_z: bool = False):
+    """The backbone decoder for a conditioning vector of `cond_dim` numbers (default: the latent
+    dimension) and a vocabulary projection that reads `out_dim` features (default: the hidden size)."""
+
+    def __init__(self, vocab_size: int, bb: Backbone, cond_dim: int | None = None, out_dim: int | None = None):
         super().__init__()
-        self.skip_z = skip_z
+        cond_dim = bb.latent_dim if cond_dim is None else cond_dim
         self.embed = nn.Embedding(vocab_size, bb.emb_dim)
         self.dropout_in = nn.Dropout(bb.dec_dropout_in)
-        self.lstm = nn.LSTM(bb.emb_dim + bb.latent_dim, bb.dec_hidden, batch_first=True)
-        self.init_c = nn.Linear(bb.latent_dim, bb.dec_hidden, bias=False)
+        self.lstm = nn.LSTM(bb.emb_dim + cond_dim, bb.dec_hidden, batch_first=True)
+        self.init_c = nn.Linear(cond_dim, bb.dec_hidden, bias=False)
         self.dropout_out = nn.Dropout(bb.dec_dropout_out)
-        self.out = nn.Linear(bb.dec_hidden + (bb.latent_dim if skip_z else 0), vocab_size, bias=False)
+        self.out = nn.Linear(bb.dec_hidden if out_dim is None else out_dim, vocab_size, bias=False)
 
-    def logits(self, inputs: Tensor, z: Tensor) -> Tensor:
-        """Teacher-forced logits: inputs [N, T'] (x without its last token), z [N, D] -> [N, T', V]."""
+    def hidden(self, inputs: Tensor, c: Tensor) -> Tensor:
+        """Teacher-forced LSTM outputs (after dropout): inputs [N, T'] (x without its last token),
+        c [N, cond_dim] -> [N, T', dec_hidden]."""
         emb = self.dropout_in(self.embed(inputs))
-        z_steps = z.unsqueeze(1).expand(-1, inputs.shape[1], -1)
-        c0 = self.init_c(z).unsqueeze(0)
-        out, _ = self.lstm(torch.cat([emb, z_steps], -1), (torch.tanh(c0), c0))
-        out = self.dropout_out(out)
-        if self.skip_z:
-            out = torch.cat([out, z_steps], -1)
-        return self.out(out)
+        c_steps = c.unsqueeze(1).expand(-1, inputs.shape[1], -1)
+        c0 = self.init_c(c).unsqueeze(0)
+        out, _ = self.lstm(torch.cat([emb, c_steps], -1), (torch.tanh(c0), c0))
+        return self.dropout_out(out)
+
+    def logits(self, inputs: Tensor, c: Tensor) -> Tensor:
+        """Teacher-forced logits of the plain backbone (o_t = h_t): [N, T'], [N, cond_dim] -> [N, T', V]."""
+        return self.out(self.hidden(inputs, c))
 
     def log_prob(self, x: Tensor, z: Tensor, max_rows: int | None = None) -> Tensor:
-        """log p(x|z) per sentence, summed over the predicted tokens (</s> counted, <s> not).
+        """log p(x|z) of the plain backbone (c = z, o_t = h_t); see `sequence_log_prob`."""
+        return sequence_log_prob(self.logits, x, z, max_rows)
 
-        x [B, T], z [K, B, D] -> [K, B]. All K samples go through the decoder as one batch of K*B
-        sequences, cut into passes of at most `max_rows` sequences to bound memory.
-        """
-        k, b, d = z.shape
-        rows = z.reshape(k * b, d)
-        inputs, targets = x[:, :-1], x[:, 1:]
-        step = max_rows or k * b
-        parts = []
-        for start in range(0, k * b, step):
-            idx = torch.arange(start, min(start + step, k * b), device=x.device) % b
-            logits = self.logits(inputs[idx], rows[start : start + step])
-            nll = F.cross_entropy(logits.transpose(1, 2), targets[idx], reduction="none")
-            parts.append(-nll.sum(-1))
-        return torch.cat(parts).view(k, b)
+
+def sequence_log_prob(logits: Callable[[Tensor, Tensor], Tensor], x: Tensor, z: Tensor,
+                      max_rows: int | None = None) -> Tensor:
+    """log p(x|z) per sentence, summed over the predicted tokens (</s> counted, <s> not).
+
+    `logits(inputs [N, T'], z [N, D]) -> [N, T', V]` is the teacher-forced decoder. x [B, T],
+    z [K, B, D] -> [K, B]. All K samples go through the decoder as one batch of K*B sequences, cut
+    into passes of at most `max_rows` sequences to bound memory.
+    """
+    k, b, d = z.shape
+    rows = z.reshape(k * b, d)
+    inputs, targets = x[:, :-1], x[:, 1:]
+    step = max_rows or k * b
+    parts = []
+    for start in range(0, k * b, step):
+        idx = torch.arange(start, min(start + step, k * b), device=x.device) % b
+        out = logits(inputs[idx], rows[start : start + step])
+        nll = F.cross_entropy(out.transpose(1, 2), targets[idx], reduction="none")
+        parts.append(-nll.sum(-1))
+    return torch.cat(parts).view(k, b)
 
 
 @dataclass
@@ -111,6 +127,37 @@ class LossTerms:
         return self.rec.mean() + self.reg
 
 
+@dataclass
+class StepContext:
+    """What the trainer hands one training step: the regularizer weight w(t) of this step, the
+    optimizers `Method.configure_optimizers` made (in its order, state restored on resume), the
+    gradient-norm clip, and where training stands: `step` training steps taken before this one
+    (the schedule's t) during `epoch` (1-based)."""
+
+    kl_weight: float
+    optimizers: list[torch.optim.Optimizer]
+    clip_grad: float
+    step: int = 0
+    epoch: int = 1
+
+
+def descend(loss: Tensor, optimizers: Sequence[torch.optim.Optimizer], clip_grad: float) -> None:
+    """One clipped gradient step of `loss` on the parameters P that `optimizers` hold:
+
+        g = d loss / d P,   g <- g min(1, clip_grad / ||g||_2)  (one norm over all of P),
+
+    then every optimizer steps. Only P receives gradients (backward stops at them), so a loss whose
+    graph passes through another player's parameters (a GAN's generator term through the critic)
+    neither trains nor leaves stale gradients on them."""
+    params = [p for opt in optimizers for group in opt.param_groups for p in group["params"] if p.requires_grad]
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)
+    torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    for opt in optimizers:
+        opt.step()
+
+
 @dataclass(frozen=True)
 class NoParams:
     """This method has no hyperparameters."""
@@ -119,26 +166,35 @@ class NoParams:
 class Method(nn.Module):
     """A text VAE on the shared backbone. Subclasses override only what differs (design.md §4).
 
-    Override `posterior` (raw encoder output -> Posterior), `regularizer` (replaces ELBo's KL; a
-    `Reg`), `auxiliary_loss` (gradient-only extras such as bag-of-words; a `Reg`), `kl_weight`
-    (schedule), `min_batch_size` (smaller training batches are skipped), and set `skip_z` and
-    `needs_all_epochs`. `Params` is a frozen dataclass of the method's hyperparameters whose
-    __post_init__ raises ValueError for values outside their domain.
+    What a batch costs: `posterior` (raw encoder output -> Posterior), `regularizer` (replaces ELBo's
+    KL; a `Reg`), `auxiliary_loss` (gradient-only extras such as bag-of-words; a `Reg`), `kl_weight`
+    (schedule). What the decoder sees: `decoder_input` (what it conditions on, default z; width
+    `decoder_input_dim`) and `decoder_output` (what the vocabulary projection reads, default the LSTM
+    output h; width `decoder_output_dim`). How training runs: `configure_optimizers` (default one SGD
+    over every parameter) and `training_step` (default one clipped step on `loss`), `min_batch_size`
+    (smaller training batches are skipped), `needs_all_epochs`. `Params` is a frozen dataclass of the
+    method's hyperparameters whose __post_init__ raises ValueError for values outside their domain.
+
+    Randomness: every draw a method makes in a training step (z ~ q, a regularizer's noise, prior
+    samples) passes `generator=self.noise`: the trainer's generator (seeded from the run seed,
+    checkpointed) during training steps, None (the global RNG) otherwise. Dropout, inside torch's
+    modules, draws from the global RNG, whose state last.pt holds as well.
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
-    skip_z: ClassVar[bool] = False
     # True for schedules that must run to max_epochs (cyclic annealing): the trainer then ignores the
     # stop-after-max_decays rule, so no cycle is cut off half-way.
     needs_all_epochs: ClassVar[bool] = False
+    noise: torch.Generator | None = None
 
     def __init__(self, vocab_size: int, backbone: Backbone, params=None):
         super().__init__()
         self.backbone = backbone
         self.params = params if params is not None else self.Params()
         self.encoder = Encoder(vocab_size, backbone, self.encoder_out_dim(backbone.latent_dim))
-        self.decoder = Decoder(vocab_size, backbone, skip_z=self.skip_z)
+        self.decoder = Decoder(vocab_size, backbone, self.decoder_input_dim(backbone),
+                               self.decoder_output_dim(backbone))
         self.build_extras(vocab_size, backbone)
         init_uniform(self)
 
@@ -170,16 +226,58 @@ class Method(nn.Module):
         """Weight of the regularizer at a training step: linear from 0 to 1 over anneal_epochs."""
         return schedules.linear(step, training.anneal_epochs * steps_per_epoch)
 
+    def decoder_input_dim(self, backbone: Backbone) -> int:
+        """Width of `decoder_input`'s result."""
+        return backbone.latent_dim
+
+    def decoder_input(self, z: Tensor) -> Tensor:
+        """c: what the decoder conditions on (every input step and its initial state), [N, D] -> [N, C]."""
+        return z
+
+    def decoder_output_dim(self, backbone: Backbone) -> int:
+        """Width of `decoder_output`'s result (the vocabulary projection's input)."""
+        return backbone.dec_hidden
+
+    def decoder_output(self, h: Tensor, z: Tensor) -> Tensor:
+        """o_t: the features the vocabulary projection reads, from the LSTM outputs h [N, T', H] and
+        z [N, D] -> [N, T', decoder_output_dim]."""
+        return h
+
+    def configure_optimizers(self, training: Training) -> list[torch.optim.Optimizer]:
+        """The optimizers `training_step` receives: one SGD(lr) over every parameter. The trainer
+        saves and restores their state and halves every param group's lr on a plateau."""
+        return [torch.optim.SGD(self.parameters(), lr=training.lr)]
+
+    def training_step(self, x: Tensor, ctx: StepContext) -> LossTerms:
+        """Train on one batch x [B, T]; returns its LossTerms (the trainer stops on a non-finite
+        `loss` and averages `loss`, kl, reg and the logs per epoch). Default: one clipped step
+        (`descend`) of loss = mean(rec) + w(t) reg + aux on every optimizer."""
+        terms = self.loss(x, ctx.kl_weight)
+        descend(terms.loss, ctx.optimizers, ctx.clip_grad)
+        return terms
+
     # --- shared machinery --------------------------------------------------------------------
     def encode(self, x: Tensor) -> Posterior:
         return self.posterior(self.encoder(x))
 
+    def decoder_logits(self, inputs: Tensor, z: Tensor) -> Tensor:
+        """Teacher-forced logits W_out decoder_output(h, z), h the decoder run on decoder_input(z):
+        inputs [N, T'], z [N, D] -> [N, T', V]."""
+        h = self.decoder.hidden(inputs, self.decoder_input(z))
+        return self.decoder.out(self.decoder_output(h, z))
+
     def log_px_z(self, x: Tensor, z: Tensor, max_rows: int | None = None) -> Tensor:
-        return self.decoder.log_prob(x, z, max_rows)
+        """log p(x|z): x [B, T], z [K, B, D] -> [K, B] (`sequence_log_prob`)."""
+        return sequence_log_prob(self.decoder_logits, x, z, max_rows)
 
     def loss(self, x: Tensor, kl_weight: float = 1.0) -> LossTerms:
+        """LossTerms of a batch with one draw z ~ q(z|x) (from `noise`)."""
         q = self.encode(x)
-        z = q.rsample(1)[0]
+        z = q.rsample(1, self.noise)[0]
+        return self.loss_terms(q, z, x, kl_weight)
+
+    def loss_terms(self, q: Posterior, z: Tensor, x: Tensor, kl_weight: float = 1.0) -> LossTerms:
+        """loss = mean(rec) + w reg + aux for a batch x with posterior q and its draw z [B, D]."""
         rec = -self.log_px_z(x, z.unsqueeze(0))[0]
         reg = self.regularizer(q, z, x)
         aux = self.auxiliary_loss(q, z, x)

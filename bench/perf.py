@@ -2,7 +2,8 @@
 
 What is measured (design.md §2, §5):
 
-* ms per training step (zero_grad, forward, backward, gradient clipping at 5, SGD step) of the
+* ms per training step (the method's own `training_step` with its own optimizers: zero_grad, forward,
+  backward, gradient clipping at 5, SGD step; every phase of a multi-step method such as aae) of the
   methods named by --methods (default: every registered method; each at its default setting), at
   the `quick` backbone (64/128/128, D = 32) and at the paper backbone of
   snli / short-yelp (128/512/512, D = 32), batch B = 32, sequence length T = 11 and T = 82 (T counts
@@ -38,9 +39,10 @@ import torch
 from tabulate import tabulate
 
 from bench import registry
-from bench.config import Backbone
+from bench.config import PROFILES, Backbone
 from bench.device import check_device
 from bench.errors import BenchError
+from bench.model import StepContext
 
 VOCAB = 10_000
 BATCH = 32
@@ -60,7 +62,6 @@ class PerfConfig:
 
 def configs(quick: bool = False) -> list[PerfConfig]:
     """The quick backbone at T = 11 and 82; without `quick`, the paper backbone too."""
-    from bench.config import PROFILES
     from bench.data import paper_backbone
 
     small, paper = PROFILES["quick"].backbone, paper_backbone("snli")  # one source for each
@@ -127,25 +128,24 @@ def time_steps(methods: Sequence[str], config: PerfConfig, repeats: int = 5, war
         spec = registry.get(name)
         torch.manual_seed(0)
         model = spec.cls(vocab, config.backbone, spec.resolve()).to(device).train()
-        setups.append((name, model, torch.optim.SGD(model.parameters(), lr=0.5)))
+        # the method's own optimizers and training_step: a multi-step method (aae) is timed whole
+        optimizers = model.configure_optimizers(PROFILES["paper"].training)
+        setups.append((name, model, StepContext(kl_weight, optimizers, clip)))
 
-    def step(model, opt) -> float:
+    def step(model, ctx) -> float:
         _sync(device)
         start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        model.loss(x, kl_weight).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
+        model.training_step(x, ctx)
         _sync(device)
         return time.perf_counter() - start
 
     for _ in range(warmup):
-        for _, model, opt in setups:
-            step(model, opt)
+        for _, model, ctx in setups:
+            step(model, ctx)
     times: dict[str, list[float]] = {name: [] for name, _, _ in setups}
     for r in range(repeats):
-        for name, model, opt in setups[r % len(setups):] + setups[: r % len(setups)]:  # rotate the order
-            times[name].append(step(model, opt))
+        for name, model, ctx in setups[r % len(setups):] + setups[: r % len(setups)]:  # rotate the order
+            times[name].append(step(model, ctx))
     rows = []
     for name, ts in times.items():
         # median over repeats of the paired ratio (both timed in the same round)

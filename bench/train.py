@@ -1,14 +1,25 @@
-"""Trainer: seeds, KL schedule, SGD with decay on plateau, atomic per-epoch checkpoints, NaN guard.
+"""Trainer: seeds, KL schedule, the method's training steps, decay on plateau, atomic per-epoch
+checkpoints, NaN guard.
 
-Protocol (design.md §6): SGD (lr 0.5), gradient-norm clip 5, length-bucketed batches. After every
-epoch the validation objective (the method's own: reconstruction + regularizer at full weight, per
-sentence) is measured; the best epoch's weights are kept in `best.pt`. When it has not improved for
-`patience` epochs (counted from `decay_from_epoch` on), lr is halved and the best weights reloaded;
-training stops after `max_decays` halvings or `max_epochs` (a method with `needs_all_epochs`, such
-as a cyclic schedule, always runs `max_epochs`: stopping would cut a cycle). Training batches of
-fewer than `max(2, method.min_batch_size)` sentences are skipped and counted in the history.
+Protocol (design.md §6): SGD (lr 0.5), gradient-norm clip 5, length-bucketed batches. Per training
+batch the trainer computes the schedule's weight w(t) and calls `method.training_step(x, ctx)`
+(`bench.model.StepContext`: w(t), the method's optimizers from `configure_optimizers`, the clip, step
+and epoch); by default one clipped SGD step on mean(rec) + w(t) reg + aux, but a method may take
+several steps or phases (aae: critic, then autoencoder). A non-finite returned loss stops the run
+(TrainingDiverged). During training steps `method.noise` is the trainer's own generator, seeded
+from the run seed, so the draws of training (z ~ q, a regularizer's noise, prior samples) form one
+checkpointed stream; validation draws from the global RNG, whose state is checkpointed as well.
 
-Resumption: `last.pt` holds weights, optimizer, trainer state and every RNG state at the end of the
+After every epoch the validation objective (the method's own: reconstruction + regularizer at full
+weight, per sentence) is measured; the best epoch's weights are kept in `best.pt`. When it has not
+improved for `patience` epochs (counted from `decay_from_epoch` on), lr is halved (in every param
+group of every optimizer) and the best weights reloaded; training stops after `max_decays` halvings
+or `max_epochs` (a method with `needs_all_epochs`, such as a cyclic schedule, always runs
+`max_epochs`: stopping would cut a cycle). Training batches of fewer than `max(2,
+method.min_batch_size)` sentences are skipped and counted in the history.
+
+Resumption: `last.pt` holds weights, every optimizer's state (a list, in `configure_optimizers`'
+order), trainer state and every RNG state (the training noise generator included) at the end of the
 last finished epoch, written atomically; a run killed at any moment restarts from it and produces the
 same numbers as an uninterrupted run. Once training has finished, `last.pt` shrinks to the final
 trainer state alone (best.pt holds the weights): a run whose stored record was lost (a damaged
@@ -32,7 +43,7 @@ import torch
 
 from bench.config import Training
 from bench.data import Corpus, Split, length_batch_indices, length_batches
-from bench.model import Method
+from bench.model import Method, StepContext
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,23 +83,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state(data_rng: torch.Generator) -> dict:
+def noise_seed(seed: int) -> int:
+    """The seed of a run's training-noise generator: a stream of its own (SeedSequence of (seed, 1)),
+    not the data order's generator seeded with the same number."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
+def _rng_state(data_rng: torch.Generator, noise: torch.Generator) -> dict:
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "data": data_rng.get_state(),
+        "noise": noise.get_state(),
     }
 
 
-def _set_rng_state(state: dict, data_rng: torch.Generator) -> None:
+def _set_rng_state(state: dict, data_rng: torch.Generator, noise: torch.Generator) -> None:
+    # RNG states are CPU byte tensors whatever generator they belong to; last.pt is loaded with
+    # map_location=device, which would have moved them to the accelerator
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    data_rng.set_state(state["data"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    data_rng.set_state(state["data"].cpu())
+    noise.set_state(state["noise"].cpu())
 
 
 class Trainer:
@@ -109,8 +130,9 @@ class Trainer:
         self.workdir, self.device = Path(workdir), torch.device(device)
         self.on_step, self.on_epoch = on_step, on_epoch
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=training.lr)
+        self.optimizers = model.configure_optimizers(training)
         self.data_rng = torch.Generator().manual_seed(seed)
+        self.noise = torch.Generator(device=self.device).manual_seed(noise_seed(seed))
         self.state = TrainState(lr=training.lr)
         self._resumed = False
 
@@ -123,7 +145,7 @@ class Trainer:
         return self.workdir / "best.pt"
 
     def resume(self) -> int:
-        """Restore weights, optimizer, trainer state and RNG states from `last.pt` if it exists;
+        """Restore weights, optimizers, trainer state and RNG states from `last.pt` if it exists;
         returns the number of finished epochs (0 for a fresh run). `fit` calls it when needed."""
         self._resumed = True
         if not self.last_path.exists():
@@ -132,8 +154,12 @@ class Trainer:
         self.state = TrainState(**ckpt["state"])
         if "model" in ckpt:  # an unfinished run: everything needed to go on exactly
             self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            _set_rng_state(ckpt["rng"], self.data_rng)
+            if len(ckpt["optimizers"]) != len(self.optimizers):
+                raise RuntimeError(f"{self.last_path} holds the state of {len(ckpt['optimizers'])} "
+                                   f"optimizers; the method has {len(self.optimizers)}")
+            for optimizer, state in zip(self.optimizers, ckpt["optimizers"]):
+                optimizer.load_state_dict(state)
+            _set_rng_state(ckpt["rng"], self.data_rng, self.noise)
         return self.state.epoch
 
     @property
@@ -141,7 +167,7 @@ class Trainer:
         return max(2, self.model.min_batch_size)
 
     def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch: the training batches that are not skipped (the batch sizes do
+        """Training steps per epoch: the training batches that are not skipped (the batch sizes do
         not depend on the shuffle, so this is the same every epoch); schedules count these steps."""
         lengths = [len(s) for s in self.corpus.splits["train"].sentences]
         chunks = length_batch_indices(lengths, self.training.batch_size)
@@ -178,33 +204,35 @@ class Trainer:
         smallest = self.smallest_batch
         total, count, steps, skipped_batches, skipped_sentences = 0.0, 0, 0, 0, 0
         logs: dict[str, float] = defaultdict(float)
-        for x in batches:
-            if len(x) < smallest:  # too few sentences for the method's batch statistics or groups
-                skipped_batches += 1
-                skipped_sentences += len(x)
-                continue
-            x = x.to(self.device)
-            weight = self.model.kl_weight(self.state.step, steps_per_epoch, self.training)
-            terms = self.model.loss(x, weight)
-            if not torch.isfinite(terms.loss):
-                raise TrainingDiverged(
-                    f"training loss became {terms.loss.item()} at epoch {self.state.epoch + 1}, "
-                    f"step {self.state.step} (lr {self.state.lr:g})"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.clip_grad)
-            self.optimizer.step()
-            self.state.step += 1
-            steps += 1
-            total += terms.loss.item() * len(x)
-            count += len(x)
-            logs["kl"] += terms.kl.sum().item()
-            logs["reg"] += terms.reg.item() * len(x)
-            for name, value in terms.logs.items():
-                logs[name] += float(value) * len(x)
-            if self.on_step:
-                self.on_step(steps, steps_per_epoch)
+        self.model.noise = self.noise
+        try:
+            for x in batches:
+                if len(x) < smallest:  # too few sentences for the method's batch statistics or groups
+                    skipped_batches += 1
+                    skipped_sentences += len(x)
+                    continue
+                x = x.to(self.device)
+                ctx = StepContext(kl_weight=self.model.kl_weight(self.state.step, steps_per_epoch, self.training),
+                                  optimizers=self.optimizers, clip_grad=self.training.clip_grad,
+                                  step=self.state.step, epoch=self.state.epoch + 1)
+                terms = self.model.training_step(x, ctx)
+                if not torch.isfinite(terms.loss):
+                    raise TrainingDiverged(
+                        f"training loss became {terms.loss.item()} at epoch {self.state.epoch + 1}, "
+                        f"step {self.state.step} (lr {self.state.lr:g})"
+                    )
+                self.state.step += 1
+                steps += 1
+                total += terms.loss.item() * len(x)
+                count += len(x)
+                logs["kl"] += terms.kl.sum().item()
+                logs["reg"] += terms.reg.item() * len(x)
+                for name, value in terms.logs.items():
+                    logs[name] += float(value) * len(x)
+                if self.on_step:
+                    self.on_step(steps, steps_per_epoch)
+        finally:  # validation and evaluation draw from the global RNG
+            self.model.noise = None
         record = {"train_loss": total / max(count, 1)}
         record.update({f"train_{name}": value / max(count, 1) for name, value in logs.items()})
         record.update({"skipped_batches": skipped_batches, "skipped_sentences": skipped_sentences})
@@ -242,8 +270,9 @@ class Trainer:
             s.lr *= t.lr_decay
             s.bad_epochs = 0
             self.model.load_state_dict(torch.load(self.best_path, map_location=self.device))
-            for group in self.optimizer.param_groups:
-                group["lr"] = s.lr
+            for optimizer in self.optimizers:  # a method's own lr ratios (a faster critic) are kept
+                for group in optimizer.param_groups:
+                    group["lr"] *= t.lr_decay
             record["decayed_to"] = s.lr
             s.finished = s.decays >= t.max_decays and not self.model.needs_all_epochs
         s.finished = s.finished or s.epoch >= t.max_epochs
@@ -254,9 +283,9 @@ class Trainer:
         atomic_save(
             {
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
                 "state": dataclasses.asdict(s),
-                "rng": _rng_state(self.data_rng),
+                "rng": _rng_state(self.data_rng, self.noise),
             },
             self.last_path,
         )

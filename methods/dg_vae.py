@@ -189,5 +189,5 @@ class DGVAE(GaussianMethod):
 
     def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
         loc, std = q.gaussian_marginals()
-        dg = density_gap_kl(loc, std, self.params.agg, self.params.m)
+        dg = density_gap_kl(loc, std, self.params.agg, self.params.m, generator=self.noise)
         return Reg(dg, {"dg": dg.detach()})

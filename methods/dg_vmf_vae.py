@@ -86,5 +86,5 @@ class DGVMFVAE(VMFMethod):
 
     def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
         """DG (Eq. 9) of the batch, a scalar (weighted by the KL schedule)."""
-        dg = density_gap_kl_vmf(q.loc, q.kappa, self.params.m, agg=self.params.agg)
+        dg = density_gap_kl_vmf(q.loc, q.kappa, self.params.m, self.noise, agg=self.params.agg)
         return Reg(dg, {"dg": dg.detach()})

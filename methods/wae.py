@@ -87,5 +87,5 @@ class WAE(GaussianMethod):
     Params = WAEParams
 
     def regularizer(self, q: Posterior, z: Tensor, x: Tensor) -> Reg:
-        mmd = mmd_imq(z, q.prior.sample(z.shape[:1]))
+        mmd = mmd_imq(z, q.prior.sample(z.shape[:1], self.noise))
         return Reg(self.params.lam * mmd, {"mmd": mmd.detach()})

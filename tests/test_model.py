@@ -1,12 +1,14 @@
+import copy
 import math
 
 import pytest
 import torch
 
-from bench.config import Backbone
-from bench.model import Decoder, LossTerms, Method, Reg
+from bench.config import Backbone, Training
+from bench.model import Decoder, LossTerms, Method, Reg, StepContext, sequence_log_prob
 from bench.perf import random_batch
 from bench.posterior import DiagGaussian, Posterior
+from methods.skip_vae import SkipVAE
 from methods.vae import VAE
 
 LOG_2PI = math.log(2 * math.pi)
@@ -98,15 +100,89 @@ def test_loss_is_mean_rec_plus_weighted_reg_plus_aux_and_logs_are_merged():
     assert Method.auxiliary_loss(model, q, z, x).value.shape == ()
 
 
-def test_decoder_output_layer_has_no_bias():
-    for skip in (False, True):
-        dec = Decoder(20, BB, skip_z=skip)
-        assert dec.out.bias is None
-        assert dec.out.in_features == BB.dec_hidden + (BB.latent_dim if skip else 0)
-    model = VAE(20, BB)
-    assert model.decoder.out.bias is None
-    assert model.encoder.out.bias is None
-    assert not any(name.endswith("out.bias") for name, _ in model.named_parameters())
+def test_vocabulary_projection_has_no_bias_and_reads_the_methods_output_width():
+    for model, width in ((VAE(20, BB), BB.dec_hidden), (SkipVAE(20, BB), BB.dec_hidden + BB.latent_dim)):
+        assert model.decoder.out.bias is None and model.decoder.out.in_features == width
+        assert model.encoder.out.bias is None
+        assert not any(name.endswith("out.bias") for name, _ in model.named_parameters())
+    assert Decoder(20, BB).out.bias is None
+
+
+def test_the_default_decoder_hooks_are_the_plain_backbone():
+    torch.manual_seed(0)
+    model = VAE(20, BB).eval()
+    x, z = sentences(), torch.randn(2, 3, 4)
+    assert torch.equal(model.log_px_z(x, z), model.decoder.log_prob(x, z))
+
+
+class Conditioned(VAE):
+    """Conditions the decoder on [z ; z^2] and projects 2 h_t + mean(z)."""
+
+    def decoder_input_dim(self, backbone):
+        return 2 * backbone.latent_dim
+
+    def decoder_input(self, z):
+        return torch.cat([z, z * z], -1)
+
+    def decoder_output(self, h, z):
+        return 2 * h + z.mean(-1)[:, None, None]
+
+
+def test_decoder_hooks_set_what_the_decoder_conditions_on_and_what_the_projection_reads():
+    torch.manual_seed(0)
+    model = Conditioned(20, BB).eval()
+    assert model.decoder.lstm.input_size == BB.emb_dim + 8 and model.decoder.init_c.in_features == 8
+    x, z = sentences(), torch.randn(2, 3, 4)
+
+    def by_hand(inputs, zz):
+        h = model.decoder.hidden(inputs, torch.cat([zz, zz * zz], -1))
+        return model.decoder.out(2 * h + zz.mean(-1)[:, None, None])
+
+    torch.testing.assert_close(model.log_px_z(x, z), sequence_log_prob(by_hand, x, z), rtol=0, atol=0)
+    torch.testing.assert_close(model.log_px_z(x, z, max_rows=4), model.log_px_z(x, z), rtol=0, atol=1e-6)
+
+
+def test_the_default_step_is_one_clipped_sgd_step_on_the_loss_with_the_trainers_noise():
+    torch.manual_seed(0)
+    model = VAE(20, BB).train()
+    twin = copy.deepcopy(model)
+    training = Training(lr=0.5, clip_grad=0.01)  # a clip that bites
+    (opt,) = model.configure_optimizers(training)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == 0.5
+    assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in model.parameters()}
+    x = sentences()
+    model.noise = torch.Generator().manual_seed(7)
+    torch.manual_seed(1)  # dropout draws from the global RNG
+    terms = model.training_step(x, StepContext(kl_weight=0.3, optimizers=[opt], clip_grad=training.clip_grad))
+    # by hand: the draw z ~ q from a generator in the same state, then zero_grad, backward, clip, step
+    twin.noise = torch.Generator().manual_seed(7)
+    torch.manual_seed(1)
+    loss = twin.loss(x, 0.3).loss
+    manual = torch.optim.SGD(twin.parameters(), lr=0.5)
+    manual.zero_grad()
+    loss.backward()
+    assert torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.01) > 0.01
+    manual.step()
+    assert torch.equal(terms.loss, loss)
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_training_draws_come_from_noise_and_outside_training_from_the_global_rng():
+    torch.manual_seed(0)
+    model = VAE(20, BB).eval()  # eval: no dropout, the posterior draw is the only random step
+    x = sentences()
+    losses = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        model.noise = torch.Generator().manual_seed(5)
+        losses.append(model.loss(x).loss)
+        assert torch.equal(torch.get_rng_state(), before)  # the global RNG is not touched
+    assert torch.equal(losses[0], losses[1])
+    model.noise = None
+    torch.manual_seed(5)
+    assert torch.equal(model.loss(x).loss, losses[0])  # same seed, the global RNG: the same draw
 
 
 # --------------------------------------------------------------------------- stable DiagGaussian density

@@ -1,10 +1,6 @@
-"""Trainer and runner: determinism, SIGKILL + resume, NaN guard, decay on plateau."""
+"""Trainer and runner: determinism, NaN guard, decay on plateau over every optimizer, what last.pt
+holds, the training-noise generator. (SIGKILL + resume: tests/test_resume.py.)"""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from dataclasses import dataclass, replace
 
 import pytest
@@ -122,53 +118,54 @@ def test_decay_on_plateau_reloads_best_and_stops_after_max_decays(synthetic_root
     assert reloaded == [True, True]
 
 
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from pathlib import Path
-    from bench import data
-    from bench.config import PROFILES
-    from bench.runner import Reporter, Runner, RunSpec
-    from bench.store import RunStore, open_storage
+class TwoSpeedVAE(VAE):
+    """Two optimizers: the decoder at twice the lr of the rest."""
 
-    class KillMidEpoch(Reporter):
-        epochs = 0
-        def epoch_done(self, record, max_epochs):
-            self.epochs += 1
-        def train_step(self, step, steps):
-            if self.epochs == 1 and step == 3:  # epoch 2 is under way, epoch 1 checkpointed
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    root, results = Path(sys.argv[1]), Path(sys.argv[2])
-    corpus = data.load_corpus("synthetic", root)
-    store = RunStore(open_storage(None, results), "synthetic", "smoke")
-    Runner(store, corpus, PROFILES["smoke"], results, reporter=KillMidEpoch()).run(
-        RunSpec("synthetic", "smoke", "vae", (), 0))
-""")
+    def configure_optimizers(self, training):
+        decoder = list(self.decoder.parameters())
+        rest = [p for p in self.parameters() if all(p is not d for d in decoder)]
+        return [torch.optim.SGD(rest, lr=training.lr), torch.optim.SGD(decoder, lr=2 * training.lr)]
 
 
-def test_sigkill_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(synthetic_root, tmp_path):
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(synthetic_root), str(tmp_path / "killed")],
-                            capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr
-    (ckpt,) = (tmp_path / "killed" / "checkpoints").iterdir()
-    assert torch.load(ckpt / "last.pt", weights_only=False)["state"]["epoch"] == 1
-    env = {**os.environ, "BENCH_DATA": str(synthetic_root)}
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--methods", "vae", "--dataset", "synthetic",
-           "--profile", "smoke", "--seeds", "0", "--quiet"]
-    resumed = subprocess.run(cmd + ["--results", str(tmp_path / "killed")], capture_output=True, text=True,
-                             timeout=300, env=env)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming after epoch 1" in resumed.stderr
-    fresh = subprocess.run(cmd + ["--results", str(tmp_path / "fresh")], capture_output=True, text=True,
-                           timeout=300, env=env)
-    assert fresh.returncode == 0, fresh.stderr
-    assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "fresh")
+def test_decay_halves_every_optimizers_lr_and_last_pt_holds_every_optimizer_and_the_noise(synthetic_root,
+                                                                                          tmp_path, monkeypatch):
+    corpus = data.load_corpus("synthetic", synthetic_root).truncated(64, 32, 32)
+    # patience 0: a decay after every epoch
+    training = replace(SMOKE.training, max_epochs=3, patience=0, decay_from_epoch=1, max_decays=5)
+    seed_everything(0)
+    model = TwoSpeedVAE(len(corpus.vocab), SMOKE.backbone)
+    checkpoints, noise_in_validation = [], []
+
+    def on_epoch(record):
+        ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+        if "model" in ckpt:
+            checkpoints.append(ckpt)
+
+    trainer = Trainer(model, corpus, training, 0, tmp_path, on_epoch=on_epoch)
+    validate = trainer.validate
+
+    def recording(split):
+        noise_in_validation.append(model.noise)
+        return validate(split)
+
+    monkeypatch.setattr(trainer, "validate", recording)
+    state = trainer.fit()
+    assert state.decays == 3 and model.noise is None and noise_in_validation == [None] * 3
+    assert [opt.param_groups[0]["lr"] for opt in trainer.optimizers] == [0.0625, 0.125]
+    assert len(checkpoints) == 2  # the last epoch leaves the state alone
+    for ckpt, lrs in zip(checkpoints, ([0.25, 0.5], [0.125, 0.25])):
+        assert [o["param_groups"][0]["lr"] for o in ckpt["optimizers"]] == lrs  # the ratio is kept
+        assert "optimizer" not in ckpt and torch.is_tensor(ckpt["rng"]["noise"])
+    assert not torch.equal(checkpoints[0]["rng"]["noise"], checkpoints[1]["rng"]["noise"])  # it drew
 
 
-def _metrics(results):
-    store = RunStore(open_storage(None, results), "synthetic", "smoke")
-    (done,) = [t for t in store.trials() if t.state.name == "COMPLETE"]
-    return json.dumps(done.user_attrs["metrics"], sort_keys=True)
+def test_the_training_noise_is_a_stream_of_its_own_seeded_from_the_run_seed(synthetic_root, tmp_path):
+    corpus = data.load_corpus("synthetic", synthetic_root).truncated(32, 32, 32)
+    model = VAE(len(corpus.vocab), SMOKE.backbone)
+    seeds = [Trainer(model, corpus, SMOKE.training, seed, tmp_path / str(i)).noise.initial_seed()
+             for i, seed in enumerate((0, 0, 1))]
+    assert seeds[0] == seeds[1] != seeds[2]
+    assert seeds[0] != 0  # not the data order's generator, which is seeded with the run seed itself
 
 
 def test_trainer_raises_on_nonfinite_validation(synthetic_root, tmp_path):
