@@ -1,4 +1,8 @@
-"""`bench`: argument parsing and rich output only; the work is done by the modules it calls."""
+"""`bench`: argument parsing and rich output only; the work is done by the modules it calls.
+
+Longer than the other modules on purpose: every subcommand's arguments are declared here, in one
+parser, so that each command is parsed and refused the same way (one `error:` line, exit code 2).
+"""
 
 from __future__ import annotations
 
