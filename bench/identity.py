@@ -16,13 +16,20 @@ show up as a different config, not hide behind the same name.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import bench
 from bench.config import Profile
 from bench.evaluate import EVALUATOR_VERSION
-from bench.store import identity_key
+
+
+def identity_key(identity: dict[str, Any]) -> str:
+    """A stable 20-hex-digit hash of a JSON-able identity (key order does not matter)."""
+    payload = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def training_code_version() -> str:

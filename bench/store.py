@@ -9,8 +9,6 @@ processes); any SQLAlchemy URL selects an RDB storage shared by many machines.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import re
@@ -109,12 +107,6 @@ def package_versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "pandas": pandas.__version__,
     }
-
-
-def identity_key(identity: dict[str, Any]) -> str:
-    """A stable 20-hex-digit hash of a JSON-able identity (key order does not matter)."""
-    payload = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def _process_alive(pid: int) -> bool:
