@@ -240,9 +240,21 @@ class Runner:
             self.store.release(claim)
             return RunOutcome(spec, "cached", done.user_attrs.get("metrics"), run_key=ident.training_key)
         with self.store.heartbeat(claim):
-            if trained:
-                return self._evaluate_stored(spec, ident, claim, trained, index, total)
-            return self._train_and_evaluate(spec, ident, claim, workdir, index, total)
+            try:
+                if trained:
+                    return self._evaluate_stored(spec, ident, claim, trained, index, total)
+                return self._train_and_evaluate(spec, ident, claim, workdir, index, total)
+            except BaseException as exc:  # interrupted: keep the checkpoint, record why, stop the sweep
+                self.store.fail(claim, f"{type(exc).__name__}: {exc}")
+                raise
+
+    def _failed(self, spec: RunSpec, ident: RunIdentity, claim: optuna.Trial, exc: Exception,
+                stage: str) -> RunOutcome:
+        """Anything that goes wrong inside one run fails that run, for good (not retried without
+        --retry-failed), with its reason; the sweep goes on."""
+        reason = str(exc) if isinstance(exc, RUN_FAILURES) else _describe_exception(exc, stage)
+        self.store.fail(claim, reason, diverged=True, stage=stage)
+        return RunOutcome(spec, "failed", reason=reason, run_key=ident.training_key)
 
     def _build(self, spec: RunSpec) -> Method:
         method = registry.get(spec.method)
@@ -268,12 +280,7 @@ class Runner:
             model.load_state_dict(torch.load(best, map_location=self.device))
             result = self._evaluate(model.to(self.device), spec)
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, NonFiniteMetric) else _describe_exception(exc, "evaluation")
-            self.store.fail(claim, reason, diverged=True, stage="evaluation")
-            return RunOutcome(spec, "failed", reason=reason, run_key=ident.training_key)
-        except BaseException as exc:
-            self.store.fail(claim, f"{type(exc).__name__}: {exc}")
-            raise
+            return self._failed(spec, ident, claim, exc, "evaluation")
         carried = {k: trained.user_attrs[k] for k in TRAINING_ATTRS if k in trained.user_attrs}
         self.store.complete(claim, result.metrics["priorLL"], {
             **carried, **_eval_attrs(result), "evaluated_from_trial": trained.number,
@@ -297,16 +304,8 @@ class Runner:
             train_seconds = time.perf_counter() - started
             stage = "evaluation"
             result = self._evaluate(model, spec)
-        except (TrainingDiverged, NothingToTrain, NonFiniteMetric) as exc:
-            self.store.fail(claim, str(exc), diverged=True, stage=stage)
-            return RunOutcome(spec, "failed", reason=str(exc), run_key=ident.training_key)
-        except Exception as exc:  # anything else inside one run fails that run; the sweep goes on
-            reason = _describe_exception(exc, stage)
-            self.store.fail(claim, reason, diverged=True, stage=stage)
-            return RunOutcome(spec, "failed", reason=reason, run_key=ident.training_key)
-        except BaseException as exc:  # interrupted: keep the checkpoint, record why, stop the sweep
-            self.store.fail(claim, f"{type(exc).__name__}: {exc}")
-            raise
+        except Exception as exc:
+            return self._failed(spec, ident, claim, exc, stage)
         self.store.complete(claim, result.metrics["priorLL"], {
             **_eval_attrs(result),
             "epochs": state.epoch, "best_epoch": state.best_epoch, "decays": state.decays,
@@ -317,6 +316,11 @@ class Runner:
             "peak_memory_mb": _peak_memory_mb(self.device),
         })
         return RunOutcome(spec, "done", result.metrics, run_key=ident.training_key)
+
+
+# Failures whose own message says everything: shown as they are. Any other exception is described
+# with its type and innermost frame (`_describe_exception`).
+RUN_FAILURES = (TrainingDiverged, NothingToTrain, NonFiniteMetric)
 
 
 def _describe_exception(exc: Exception, stage: str) -> str:
