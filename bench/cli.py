@@ -315,7 +315,7 @@ def current_config(dataset: str, profile, store) -> tuple[str, str]:
 
     family = data.get_manifest(dataset).family
     if not data.dataset_status(dataset).missing:  # present (a board never generates or fetches data)
-        return config_key(data.load_corpus(dataset).checksum, profile, family), ""
+        return config_key(data.corpus_checksum(dataset), profile, family), ""
     stored = [t.user_attrs["data_checksum"] for t in store.trials() if t.user_attrs.get("data_checksum")]
     if not stored:
         return "", ""

@@ -34,7 +34,7 @@ def runs_frame(store: RunStore, current_config: str | None = None) -> pd.DataFra
 
     `current` says whether the record's config key equals `current_config` (None: every record is
     current). Columns: method, setting, seed, run_key (= training key), eval/config keys, the
-    metrics, D, N, posterior family, whether AU is comparable, a fingerprint of the training history.
+    metrics, D, N, whether AU is comparable, a fingerprint of the training history.
     """
     rows = []
     for t in store.trials():
@@ -46,7 +46,7 @@ def runs_frame(store: RunStore, current_config: str | None = None) -> pd.DataFra
             "method": a["method"], "setting": a.get("setting", "-"), "seed": a["seed"],
             "run_key": a.get("training_key", a.get("run_key")), "eval_key": a.get("eval_key", ""),
             "config_key": a.get("config_key", ""), **a["metrics"], "D": sizes.get("D"), "N": sizes.get("N"),
-            "au_comparable": a.get("au_comparable", True), "family": a.get("posterior_family", ""),
+            "au_comparable": a.get("au_comparable", True),
             "history": _fingerprint(a.get("history", [])),
             "wall_time_s": a.get("wall_time_s"), "trial": t.number,
         })
@@ -128,8 +128,7 @@ class Leaderboard:
         if runs.empty:
             raise BenchError(f"no finished runs for {title or 'this selection'}: run `bench run` first")
         runs = runs.copy()
-        for column, default in (("au_comparable", True), ("N", PAPER_TEST_N), ("history", ""),
-                                ("family", "")):
+        for column, default in (("au_comparable", True), ("N", PAPER_TEST_N), ("history", "")):
             if column not in runs.columns:
                 runs[column] = default
         keys = ["method", "setting"] + (["config"] if "config" in runs.columns

@@ -837,3 +837,7 @@ def test_add_ends_in_0_or_one_error_line_whatever_is_typed(option, tmp_path, dat
         assert code in (0, 2) and "Traceback" not in err, (option, value[:40], err[-500:])
         if code == 2 and err.startswith("error: "):
             assert len(err.strip().splitlines()) == 1, err
+
+
+def test_corpus_checksum_is_the_loaded_corpus_checksum(synthetic_root):
+    assert data.corpus_checksum("synthetic", synthetic_root) == data.load_corpus("synthetic", synthetic_root).checksum

@@ -25,7 +25,7 @@ One job per module, each importing only those before it:
 
     manifest   schema, lookup (bundled, user, $BENCH_MANIFESTS), paper backbones
     files      where the split files are, reading and validating them, checks against the manifest
-    corpus     Vocab, Split, Corpus, load_corpus
+    corpus     Vocab, Split, Corpus, load_corpus, corpus_checksum
     batches    length-bucketed batches
     status     what is on disk (dataset_status) and statistics (corpus_stats)
     acquire    import, download, verify, extract (import_folder, fetch)
@@ -53,6 +53,7 @@ from bench.data.corpus import (
     Split,
     Vocab,
     build_corpus,
+    corpus_checksum,
     corpus_lines,
     encode_split,
     load_corpus,
@@ -94,7 +95,8 @@ __all__ = [
     "data_dir", "manifest_dir", "manifest_dirs", "manifest_paths", "user_manifest_dir", "bundled_manifest_dir",
     "Manifest", "PaperStats", "Take", "manifests", "get_manifest", "parse_manifest", "derived_from",
     "paper_backbone",
-    "Vocab", "Split", "Corpus", "load_corpus", "build_corpus", "encode_split", "corpus_lines", "text_checksum",
+    "Vocab", "Split", "Corpus", "load_corpus", "corpus_checksum", "build_corpus", "encode_split", "corpus_lines",
+    "text_checksum",
     "length_batches", "length_batch_indices",
     "DatasetStatus", "dataset_status", "line_count_notes", "corpus_stats", "split_stats",
     "fetch", "import_folder", "add_corpus", "download", "extract_splits", "archive_kind", "find_split_files",

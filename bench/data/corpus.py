@@ -206,6 +206,13 @@ def load_corpus(name: str, root: Path | None = None) -> Corpus:
     return corpus
 
 
+def corpus_checksum(name: str, root: Path | None = None) -> str:
+    """`load_corpus(name).checksum` from the lines alone, without parsing, building the vocabulary or
+    encoding (what a leaderboard needs to know which runs are of the data present here)."""
+    m = get_manifest(name, root)
+    return text_checksum(corpus_lines(m, resolve_root(root))[0])
+
+
 def _place(m: Manifest, split: str, path: Path | str, n: int) -> str:
     """Where a split's lines are: its file, or for a derived split the range of the source file."""
     if not m.derive:
