@@ -1,8 +1,6 @@
-"""vae-collapse-bench: a benchmark harness for posterior collapse and holes in text VAEs."""
+"""The harness: data, backbone, trainer, evaluator, run store, reports. Installed as
+`vae_collapse_bench.bench` (see vae_collapse_bench/__init__.py for why)."""
 
-from importlib.metadata import PackageNotFoundError, version
+from vae_collapse_bench import __version__
 
-try:
-    __version__ = version("vae-collapse-bench")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.3.0"
+__all__ = ["__version__"]

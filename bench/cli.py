@@ -15,15 +15,15 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from vae_collapse_bench.bench import data, registry
+from vae_collapse_bench.bench.config import PROFILES, get_profile
+from vae_collapse_bench.bench.device import check_device
+from vae_collapse_bench.bench.errors import BenchError, plain, quote, unknown
+from vae_collapse_bench.bench.paths import is_dir
+from vae_collapse_bench.bench.report import fixed
+from vae_collapse_bench.bench.runner import Reporter, Runner, RunOutcome, expand, parse_overrides, parse_seeds
 
-import bench
-from bench import data, registry
-from bench.config import PROFILES, get_profile
-from bench.device import check_device
-from bench.errors import BenchError, plain, quote, unknown
-from bench.paths import is_dir
-from bench.report import fixed
-from bench.runner import Reporter, Runner, RunOutcome, expand, parse_overrides, parse_seeds
+from vae_collapse_bench import __version__
 
 # Labels such as `bn-vae[gamma=0.6]` contain brackets: markup is off for everything we print.
 # soft_wrap: a plain line is never broken by the console (a pipe is 80 columns wide), so no number or
@@ -135,7 +135,7 @@ def cmd_methods(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench.store import RunStore, open_storage
+    from vae_collapse_bench.bench.store import RunStore, open_storage
 
     profile = get_profile(args.profile)
     check_device(args.device)
@@ -192,9 +192,15 @@ def cmd_leaderboard(args) -> int:
     """One document for every stored profile of the dataset (or the one asked for). Reading only:
     the storage is opened read-only, nothing is created, a damaged journal is reported."""
     import optuna
-
-    from bench.report import FORMATS, Leaderboard, failed_notes, render_boards, runs_frame, select_runs
-    from bench.store import RunStore, open_storage, study_name
+    from vae_collapse_bench.bench.report import (
+        FORMATS,
+        Leaderboard,
+        failed_notes,
+        render_boards,
+        runs_frame,
+        select_runs,
+    )
+    from vae_collapse_bench.bench.store import RunStore, open_storage, study_name
 
     if args.format not in FORMATS:
         raise BenchError(f"unknown format {quote(args.format)}: use one of {', '.join(FORMATS)}")
@@ -255,8 +261,7 @@ def checked_output(path: str | None) -> Path | None:
 def cmd_store_list(args) -> int:
     """Every study in the storage with its counts of runs by state."""
     import optuna
-
-    from bench.store import open_storage
+    from vae_collapse_bench.bench.store import open_storage
 
     storage = open_storage(args.storage, results_dir(args), read_only=True)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
@@ -278,8 +283,7 @@ def cmd_store_list(args) -> int:
 
 def cmd_store_drop(args) -> int:
     import optuna
-
-    from bench.store import open_storage
+    from vae_collapse_bench.bench.store import open_storage
 
     storage = open_storage(args.storage, results_dir(args))
     names = optuna.get_all_study_names(storage)
@@ -298,7 +302,7 @@ def cmd_store_drop(args) -> int:
 
 
 def cmd_store_repair(args) -> int:
-    from bench.journal import repair
+    from vae_collapse_bench.bench.journal import repair
 
     target = args.storage or os.environ.get("BENCH_STORAGE") or str(results_dir(args) / "optuna.journal")
     if "://" in target:
@@ -311,7 +315,7 @@ def cmd_store_repair(args) -> int:
 def current_config(dataset: str, profile, store) -> tuple[str, str]:
     """The config key a board of this dataset and profile shows, and a note when it is not the data
     present here (the dataset's files are gone: the runs of the newest stored data checksum)."""
-    from bench.identity import config_key
+    from vae_collapse_bench.bench.identity import config_key
 
     family = data.get_manifest(dataset).family
     if not data.dataset_status(dataset).missing:  # present (a board never generates or fetches data)
@@ -326,8 +330,8 @@ def current_config(dataset: str, profile, store) -> tuple[str, str]:
 
 def cmd_evaluate(args) -> int:
     """Evaluate every stored checkpoint of the current training config under the current evaluator."""
-    from bench.runner import RunSpec
-    from bench.store import RunStore, open_storage
+    from vae_collapse_bench.bench.runner import RunSpec
+    from vae_collapse_bench.bench.store import RunStore, open_storage
 
     profile = get_profile(args.profile)
     check_device(args.device)
@@ -353,8 +357,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_perf(args) -> int:
     import torch
-
-    from bench import perf
+    from vae_collapse_bench.bench import perf
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out.print(perf.benchmark(args.methods, args.baseline, args.repeats, args.warmup, args.quick, device,
@@ -457,7 +460,7 @@ def cmd_data_stats(args) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"bench {bench.__version__}")
+    parser.add_argument("--version", action="version", version=f"bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def storage_options(p):

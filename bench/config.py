@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from bench.backbone import Backbone
-from bench.data import Manifest, paper_backbone
-from bench.errors import unknown
+from vae_collapse_bench.bench.backbone import Backbone
+from vae_collapse_bench.bench.data import Manifest, paper_backbone
+from vae_collapse_bench.bench.errors import unknown
 
 
 @dataclass(frozen=True)

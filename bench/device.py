@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from bench.errors import BenchError, plain
+from vae_collapse_bench.bench.errors import BenchError, plain
 
 
 def check_device(name: str) -> torch.device:

@@ -18,11 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-
-from bench import metrics
-from bench.config import Evaluation
-from bench.data import Split, length_batches
-from bench.model import Method
+from vae_collapse_bench.bench import metrics
+from vae_collapse_bench.bench.config import Evaluation
+from vae_collapse_bench.bench.data import Split, length_batches
+from vae_collapse_bench.bench.model import Method
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation draws never share a stream with training
 # Part of every eval key (bench.identity): bump it whenever a change here alters any metric's value,

@@ -21,9 +21,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import bench
-from bench.config import Profile
-from bench.evaluate import EVALUATOR_VERSION
+from vae_collapse_bench.bench.config import Profile
+from vae_collapse_bench.bench.evaluate import EVALUATOR_VERSION
+
+from vae_collapse_bench import __version__
 
 
 def identity_key(identity: dict[str, Any]) -> str:
@@ -34,7 +35,7 @@ def identity_key(identity: dict[str, Any]) -> str:
 
 def training_code_version() -> str:
     """major.minor of the package: a patch release never changes what training computes."""
-    return ".".join(bench.__version__.split(".")[:2])
+    return ".".join(__version__.split(".")[:2])
 
 
 def config_identity(data_checksum: str, profile: Profile, family: str) -> dict[str, Any]:

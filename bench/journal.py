@@ -29,9 +29,8 @@ from pathlib import Path
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
-
-from bench.errors import BenchError, plain
-from bench.paths import is_file
+from vae_collapse_bench.bench.errors import BenchError, plain
+from vae_collapse_bench.bench.paths import is_file
 
 PLACEHOLDER_REASON = "its creating record was damaged; `bench store repair` kept its place (the run runs again)"
 

@@ -12,8 +12,7 @@ import math
 
 import torch
 from torch import Tensor
-
-from bench.posterior import Posterior
+from vae_collapse_bench.bench.posterior import Posterior
 
 LOG_2 = math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)

@@ -18,10 +18,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from bench import schedules
-from bench.config import Backbone, Training
-from bench.posterior import DiagGaussian, Posterior
+from vae_collapse_bench.bench import schedules
+from vae_collapse_bench.bench.config import Backbone, Training
+from vae_collapse_bench.bench.posterior import DiagGaussian, Posterior
 
 
 def init_uniform(module: nn.Module) -> None:

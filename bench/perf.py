@@ -37,12 +37,11 @@ from dataclasses import dataclass
 
 import torch
 from tabulate import tabulate
-
-from bench import registry
-from bench.config import PROFILES, Backbone
-from bench.device import check_device
-from bench.errors import BenchError
-from bench.model import StepContext
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import PROFILES, Backbone
+from vae_collapse_bench.bench.device import check_device
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.model import StepContext
 
 VOCAB = 10_000
 BATCH = 32
@@ -62,7 +61,7 @@ class PerfConfig:
 
 def configs(quick: bool = False) -> list[PerfConfig]:
     """The quick backbone at T = 11 and 82; without `quick`, the paper backbone too."""
-    from bench.data import paper_backbone
+    from vae_collapse_bench.bench.data import paper_backbone
 
     small, paper = PROFILES["quick"].backbone, paper_backbone("snli")  # one source for each
     out = [PerfConfig("quick", small, 11), PerfConfig("quick", small, 82)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from bench.errors import BenchError, quote, unknown
+from vae_collapse_bench.bench.errors import BenchError, quote, unknown
 
 ENTRY_POINT_GROUP = "vae_collapse_bench.methods"
 GRIDS = ("paper", "default")  # --grid: each method's paper grid, or each method's defaults alone
@@ -173,7 +173,7 @@ def discover() -> None:
     if _discovered:
         return
     _discovered = True
-    _import_package("methods")
+    _import_package("vae_collapse_bench.methods")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             module = ep.load()

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-
-from bench.errors import BenchError, quote
-from bench.store import RunStore
+from vae_collapse_bench.bench.errors import BenchError, quote
+from vae_collapse_bench.bench.store import RunStore
 
 METRICS = ["priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL"]
 FORMATS = ("md", "csv", "json", "latex", "html")

@@ -21,17 +21,16 @@ from typing import Any
 import optuna
 import torch
 from optuna.trial import FrozenTrial
-
-from bench import registry
-from bench.config import Profile
-from bench.data import Corpus
-from bench.errors import BenchError
-from bench.evaluate import EvalResult, evaluate, nonfinite_metrics
-from bench.identity import RunIdentity, run_identity
-from bench.model import Method
-from bench.registry import MethodSpec
-from bench.store import RunStore
-from bench.train import NothingToTrain, Trainer, TrainingDiverged, seed_everything
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import Profile
+from vae_collapse_bench.bench.data import Corpus
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.evaluate import EvalResult, evaluate, nonfinite_metrics
+from vae_collapse_bench.bench.identity import RunIdentity, run_identity
+from vae_collapse_bench.bench.model import Method
+from vae_collapse_bench.bench.registry import MethodSpec
+from vae_collapse_bench.bench.store import RunStore
+from vae_collapse_bench.bench.train import NothingToTrain, Trainer, TrainingDiverged, seed_everything
 
 
 class NonFiniteMetric(RuntimeError):
@@ -75,7 +74,7 @@ def parse_seeds(text: str, max_count: int = 10_000, max_seed: int = 2**32 - 1) -
     """`0,1,2` or inclusive ranges such as `0-4` -> distinct seeds in order; else a BenchError.
     At most `max_count` seeds (checked before any range is built: `0-999999999` is refused at once),
     each at most `max_seed` (numpy seeds modulo 2**32: a larger seed would repeat a smaller one)."""
-    from bench.errors import quote
+    from vae_collapse_bench.bench.errors import quote
 
     seeds: dict[int, None] = {}
     for part in text.split(","):
@@ -99,7 +98,7 @@ def parse_seeds(text: str, max_count: int = 10_000, max_seed: int = 2**32 - 1) -
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
     """`--set bn-vae.gamma=0.9` (repeatable) -> {"bn-vae": {"gamma": "0.9"}}; the method must exist."""
-    from bench.errors import plain
+    from vae_collapse_bench.bench.errors import plain
 
     out: dict[str, dict[str, str]] = {}
     for item in items:
@@ -125,7 +124,7 @@ def expand(
 ) -> list[RunSpec]:
     """methods x settings x seeds. A `--set` value replaces that hyperparameter's grid axis.
     --grid and every --set are checked before anything is expanded; an error names the --set."""
-    from bench.errors import plain
+    from vae_collapse_bench.bench.errors import plain
 
     overrides = overrides or {}
     registry.check_grid(grid)

@@ -24,10 +24,10 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState, create_trial
+from vae_collapse_bench.bench.errors import BenchError, quote
+from vae_collapse_bench.bench.journal import open_journal
 
-import bench
-from bench.errors import BenchError, quote
-from bench.journal import open_journal
+from vae_collapse_bench import __version__
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,7 +91,7 @@ def _report_stale(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 def bench_version() -> str:
-    return bench.__version__
+    return __version__
 
 
 def package_versions() -> dict[str, str]:
@@ -100,7 +100,7 @@ def package_versions() -> dict[str, str]:
     import torch
 
     return {
-        "bench": bench.__version__,
+        "bench": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "optuna": optuna.__version__,

@@ -40,10 +40,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from bench.config import Training
-from bench.data import Corpus, Split, length_batch_indices, length_batches
-from bench.model import Method, StepContext
+from vae_collapse_bench.bench.config import Training
+from vae_collapse_bench.bench.data import Corpus, Split, length_batch_indices, length_batches
+from vae_collapse_bench.bench.model import Method, StepContext
 
 
 class TrainingDiverged(RuntimeError):

@@ -40,11 +40,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from bench.config import Backbone, Training
-from bench.model import GaussianMethod, LossTerms, Reg, StepContext, descend
-from bench.posterior import Posterior
-from bench.registry import check_number, register
+from vae_collapse_bench.bench.config import Backbone, Training
+from vae_collapse_bench.bench.model import GaussianMethod, LossTerms, Reg, StepContext, descend
+from vae_collapse_bench.bench.posterior import Posterior
+from vae_collapse_bench.bench.registry import check_number, register
 
 PRIOR, POSTERIOR = 0, 1
 

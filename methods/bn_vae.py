@@ -29,11 +29,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from bench.config import Backbone
-from bench.model import GaussianMethod
-from bench.posterior import DiagGaussian, Posterior
-from bench.registry import check_number, register
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.model import GaussianMethod
+from vae_collapse_bench.bench.posterior import DiagGaussian, Posterior
+from vae_collapse_bench.bench.registry import check_number, register
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from bench.config import Backbone
-from bench.model import GaussianMethod, Reg
-from bench.posterior import Posterior
-from bench.registry import register
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.model import GaussianMethod, Reg
+from vae_collapse_bench.bench.posterior import Posterior
+from vae_collapse_bench.bench.registry import register
 
 
 @register("bow-vae")

@@ -45,10 +45,9 @@ import torch
 import torch.nn.functional as F
 from scipy.special import lambertw
 from torch import Tensor
-
-from bench.model import GaussianMethod
-from bench.posterior import DiagGaussian, Posterior
-from bench.registry import check_number, register
+from vae_collapse_bench.bench.model import GaussianMethod
+from vae_collapse_bench.bench.posterior import DiagGaussian, Posterior
+from vae_collapse_bench.bench.registry import check_number, register
 
 MAX_DELTA = 20.0
 EPS = 1e-6

@@ -53,10 +53,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-
-from bench.model import GaussianMethod, Reg
-from bench.posterior import Posterior
-from bench.registry import check_count, register
+from vae_collapse_bench.bench.model import GaussianMethod, Reg
+from vae_collapse_bench.bench.posterior import Posterior
+from vae_collapse_bench.bench.registry import check_count, register
 
 
 class _LogMixture(torch.autograd.Function):

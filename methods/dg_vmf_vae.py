@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
-from bench.model import Reg
-from bench.posterior import Posterior, VonMisesFisher, log_sphere_area
-from bench.registry import check_count, register
-from methods.dg_vae import aggregation_groups, min_batch_for
-from methods.vmf_vae import KAPPA_GRID, VMFMethod, VMFParams
+from vae_collapse_bench.bench.model import Reg
+from vae_collapse_bench.bench.posterior import Posterior, VonMisesFisher, log_sphere_area
+from vae_collapse_bench.bench.registry import check_count, register
+from vae_collapse_bench.methods.dg_vae import aggregation_groups, min_batch_for
+from vae_collapse_bench.methods.vmf_vae import KAPPA_GRID, VMFMethod, VMFParams
 
 
 def density_gap_kl_vmf(loc: Tensor, kappa: float, m: int, generator: torch.Generator | None = None,

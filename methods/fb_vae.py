@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor
-
-from bench.model import GaussianMethod, Reg
-from bench.posterior import Posterior
-from bench.registry import check_number, register
+from vae_collapse_bench.bench.model import GaussianMethod, Reg
+from vae_collapse_bench.bench.posterior import Posterior
+from vae_collapse_bench.bench.registry import check_number, register
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-from bench.config import Backbone
-from bench.model import GaussianMethod
-from bench.registry import register
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.model import GaussianMethod
+from vae_collapse_bench.bench.registry import register
 
 
 @register("skip-vae")

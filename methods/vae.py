@@ -19,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor
-
-from bench import schedules
-from bench.config import Training
-from bench.model import GaussianMethod, Reg
-from bench.posterior import Posterior
-from bench.registry import check_number, register
+from vae_collapse_bench.bench import schedules
+from vae_collapse_bench.bench.config import Training
+from vae_collapse_bench.bench.model import GaussianMethod, Reg
+from vae_collapse_bench.bench.posterior import Posterior
+from vae_collapse_bench.bench.registry import check_number, register
 
 
 @register("vae")

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
-
-from bench.model import Method
-from bench.posterior import Posterior, VonMisesFisher
-from bench.registry import check_number, register
+from vae_collapse_bench.bench.model import Method
+from vae_collapse_bench.bench.posterior import Posterior, VonMisesFisher
+from vae_collapse_bench.bench.registry import check_number, register
 
 KAPPA_GRID = [13, 25, 50, 100, 200]
 

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
-from bench.model import GaussianMethod, Reg
-from bench.posterior import Posterior
-from bench.registry import check_number, register
+from vae_collapse_bench.bench.model import GaussianMethod, Reg
+from vae_collapse_bench.bench.posterior import Posterior
+from vae_collapse_bench.bench.registry import check_number, register
 
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 

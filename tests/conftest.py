@@ -11,7 +11,7 @@ SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A data directory with the synthetic corpus generated once for the whole session."""
-    from bench import data
+    from vae_collapse_bench.bench import data
 
     root = tmp_path_factory.mktemp("bench-data")
     data.load_corpus("synthetic", root)
@@ -42,9 +42,8 @@ def held_out_mmd():
     full regularizer weight) with `optimizer(model)`, and returns MMD^2 (methods.wae.mmd_imq) between
     one posterior draw per held-out sentence and as many prior draws."""
     import torch
-
-    from bench.config import Backbone
-    from methods.wae import mmd_imq
+    from vae_collapse_bench.bench.config import Backbone
+    from vae_collapse_bench.methods.wae import mmd_imq
 
     def corpus(n, seed):
         x = torch.randint(4, 20, (n, 8), generator=torch.Generator().manual_seed(seed))

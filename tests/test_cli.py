@@ -8,8 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
-
-from bench.cli import main
+from vae_collapse_bench.bench.cli import main
 
 METRIC_COLUMNS = ["priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL"]
 
@@ -40,7 +39,7 @@ def test_run_twice_then_leaderboard(bench_env, capsys):
 
 
 def test_methods_lists_every_registered_method_with_its_grid(capsys):
-    from bench import registry
+    from vae_collapse_bench.bench import registry
 
     code, out, _ = run(capsys, "methods")
     first_column = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
@@ -84,7 +83,8 @@ def test_user_errors_are_one_line_with_exit_code_2(bench_env, tmp_path, monkeypa
 
 
 def test_a_user_error_prints_no_traceback_in_a_real_process(bench_env):
-    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--methods", "nope", "--dataset", "synthetic"],
+    proc = subprocess.run([sys.executable, "-m", "vae_collapse_bench", "run", "--methods", "nope",
+                           "--dataset", "synthetic"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: unknown method 'nope'")
@@ -110,12 +110,12 @@ def test_import_snli_reports_missing_train(tmp_path, monkeypatch, capsys, shared
 
 
 def test_two_processes_on_one_journal_train_every_run_exactly_once(bench_env, capsys):
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--methods", "vae,beta-vae", "--grid", "default",
+    cmd = [sys.executable, "-m", "vae_collapse_bench", "run", "--methods", "vae,beta-vae", "--grid", "default",
            "--dataset", "synthetic", "--profile", "smoke", "--seeds", "0,1", "--quiet"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    from bench.store import RunStore, open_storage
+    from vae_collapse_bench.bench.store import RunStore, open_storage
 
     store = RunStore(open_storage(None, bench_env / "results"), "synthetic", "smoke")
     done = [t for t in store.trials() if t.state.name == "COMPLETE"]
@@ -132,7 +132,7 @@ def test_two_processes_on_one_journal_train_every_run_exactly_once(bench_env, ca
 def test_leaderboard_shows_only_the_current_config_and_counts_stale_runs(bench_env, capsys, monkeypatch):
     from dataclasses import replace
 
-    from bench import config
+    from vae_collapse_bench.bench import config
 
     argv = ["run", "--methods", "vae", "--dataset", "synthetic", "--profile", "smoke", "--quiet"]
     assert run(capsys, *argv, "--seeds", "0,1")[0] == 0
@@ -152,7 +152,7 @@ def test_leaderboard_shows_only_the_current_config_and_counts_stale_runs(bench_e
 def test_evaluate_command_re_evaluates_stored_checkpoints(bench_env, capsys, monkeypatch):
     from dataclasses import replace
 
-    from bench import config
+    from vae_collapse_bench.bench import config
 
     argv = ["--dataset", "synthetic", "--profile", "smoke"]
     assert run(capsys, "run", "--methods", "vae", *argv, "--seeds", "0,1", "--quiet")[0] == 0
@@ -176,7 +176,7 @@ def test_the_board_names_rows_whose_runs_failed(bench_env, capsys):
 
 
 def test_an_exception_inside_one_run_fails_that_run_and_the_sweep_goes_on(bench_env, capsys, monkeypatch):
-    from methods.vae import BetaVAE
+    from vae_collapse_bench.methods.vae import BetaVAE
 
     def broken(self, q, z, x):
         raise RuntimeError("a bug in one method")
@@ -212,7 +212,7 @@ def test_a_leaderboard_over_several_profiles_is_one_document(bench_env, capsys, 
     import json
     from dataclasses import replace
 
-    from bench import config
+    from vae_collapse_bench.bench import config
 
     for profile in ("smoke", "smoke2"):
         monkeypatch.setitem(config.PROFILES, profile, replace(config.PROFILES["smoke"], name=profile))
@@ -252,14 +252,14 @@ def test_a_diverging_setting_fails_its_run_and_the_sweep_goes_on(bench_env, caps
 
 def test_plain_output_fits_a_pipe_without_breaking_numbers_or_names(bench_env):
     env = {**os.environ, "COLUMNS": "80"}
-    listing = subprocess.run([sys.executable, "-m", "bench.cli", "data", "list"], capture_output=True, text=True,
-                             timeout=120, env=env)
+    listing = subprocess.run([sys.executable, "-m", "vae_collapse_bench", "data", "list"], capture_output=True,
+                             text=True, timeout=120, env=env)
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
     for name in ("short-yelp-mini", "yahoo-mini", "snli-mini", "synthetic"):
         assert any(line.split()[:1] == [name] for line in lines if line.strip()), name
-    cmd = [sys.executable, "-m", "bench.cli", "run", "--methods", "vae", "--dataset", "synthetic", "--profile",
+    cmd = [sys.executable, "-m", "vae_collapse_bench", "run", "--methods", "vae", "--dataset", "synthetic", "--profile",
            "smoke"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     summary = next(line for line in first.stdout.splitlines() if "trained and evaluated" in line)

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from bench import data
-from bench.backbone import DEFAULT_PAPER_BACKBONE
-from bench.data import BOS, EOS, SPECIALS, UNK, Split, Vocab
-from bench.errors import BenchError
+from vae_collapse_bench.bench import data
+from vae_collapse_bench.bench.backbone import DEFAULT_PAPER_BACKBONE
+from vae_collapse_bench.bench.data import BOS, EOS, SPECIALS, UNK, Split, Vocab
+from vae_collapse_bench.bench.errors import BenchError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets is absent")
@@ -528,7 +527,7 @@ def test_smallest_corpus_is_accepted_and_a_derived_split_too_small_is_named(tmp_
 
 
 def test_a_one_line_corpus_ends_the_run_with_a_one_line_error(tmp_path, monkeypatch, capsys):
-    from bench.cli import main
+    from vae_collapse_bench.bench.cli import main
 
     tiny_folder(tmp_path / "data" / "ptb", train="a b\n", valid="a\n", test="a b\n")
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
@@ -585,7 +584,7 @@ def _probe_writable(folder: Path) -> bool:
 
 
 def test_bench_data_a_file_or_under_a_file_is_one_error_naming_it(tmp_path, monkeypatch, capsys):
-    from bench.cli import main
+    from vae_collapse_bench.bench.cli import main
 
     folder = tiny_folder(tmp_path / "in")
     a_file = write(tmp_path / "a-file", "not a folder\n")
@@ -661,7 +660,7 @@ def data_env(tmp_path, monkeypatch):
 
 def test_two_commands_bring_your_own_two_file_corpus(tmp_path, data_env, capsys):
     """The story: valid + test files, `bench data add ... --derive-train-from valid:N`, then `bench run`."""
-    from bench.cli import main
+    from vae_collapse_bench.bench.cli import main
 
     files = own_corpus(tmp_path / "mine")
     assert main(["data", "add", "mycorpus", "--valid", str(files["valid"]), "--test", str(files["test"]),
@@ -691,7 +690,7 @@ def test_two_commands_bring_your_own_two_file_corpus(tmp_path, data_env, capsys)
 
 
 def test_add_three_files_labelled_with_a_paper_backbone_and_from_a_folder(tmp_path, data_env):
-    from bench.config import get_profile
+    from vae_collapse_bench.bench.config import get_profile
 
     folder = tmp_path / "in"
     write(folder / "train.txt", "1\ta b\n0\tc d\n1\te f g\n")
@@ -761,7 +760,7 @@ def test_add_records_sha256_and_notes_a_changed_file(tmp_path, data_env):
     ],
 )
 def test_add_refuses_bad_input_in_one_line_and_installs_nothing(argv, message, tmp_path, data_env, capsys):
-    from bench.cli import main
+    from vae_collapse_bench.bench.cli import main
 
     files = own_corpus(tmp_path / "in")
     paths = {"v": files["valid"], "t": files["test"], "tr": write(tmp_path / "in" / "tr.txt", "a b\nc d\ne\n"),
@@ -803,7 +802,7 @@ def test_a_user_manifest_cannot_shadow_a_built_in_one(data_env):
 def test_toml_strings_round_trip():
     import tomllib
 
-    from bench.data.user import toml_str
+    from vae_collapse_bench.bench.data.user import toml_str
 
     for text in ['plain', 'a "quote" and \\ back', "new\nline\ttab\x7f\x01", "數據 λ", "lone \udcff surrogate"]:
         got = tomllib.loads(f"x = {toml_str(text)}\n")["x"]
@@ -817,7 +816,7 @@ ODD = ["", "v" * 5000, "λ-vae", "數據", "-1", "nan", "{file}", "{folder}", "{
 @pytest.mark.parametrize("option", ["name", "--train", "--valid", "--test", "--folder", "--backbone",
                                     "--derive-train-from", "--description"])
 def test_add_ends_in_0_or_one_error_line_whatever_is_typed(option, tmp_path, data_env, capsys):
-    from bench.cli import main
+    from vae_collapse_bench.bench.cli import main
 
     files = own_corpus(tmp_path / "in")
     places = {"file": str(write(tmp_path / "a-file.txt", "x\n")), "folder": str(tmp_path / "in")}

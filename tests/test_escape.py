@@ -14,10 +14,9 @@ import dataclasses
 
 import pytest
 import torch
-
-from bench import data, metrics, registry
-from bench.config import PROFILES
-from bench.train import Trainer, seed_everything
+from vae_collapse_bench.bench import data, metrics, registry
+from vae_collapse_bench.bench.config import PROFILES
+from vae_collapse_bench.bench.train import Trainer, seed_everything
 
 SCHEDULE = dataclasses.replace(PROFILES["quick"].training, max_epochs=40, anneal_epochs=10,
                                decay_from_epoch=41, max_train=None, max_valid=None)

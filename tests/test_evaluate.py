@@ -5,13 +5,12 @@ import math
 import pytest
 import torch
 from scipy.special import ive
-
-from bench import metrics, registry
-from bench.config import Backbone, Evaluation
-from bench.data import Split, Vocab, encode_split, length_batches
-from bench.evaluate import EvalResult, evaluate, nonfinite_metrics
-from bench.model import GaussianMethod
-from bench.posterior import DiagGaussian, Posterior, VonMisesFisher
+from vae_collapse_bench.bench import metrics, registry
+from vae_collapse_bench.bench.config import Backbone, Evaluation
+from vae_collapse_bench.bench.data import Split, Vocab, encode_split, length_batches
+from vae_collapse_bench.bench.evaluate import EvalResult, evaluate, nonfinite_metrics
+from vae_collapse_bench.bench.model import GaussianMethod
+from vae_collapse_bench.bench.posterior import DiagGaussian, Posterior, VonMisesFisher
 
 D = 4
 BB = Backbone(8, 12, 12, latent_dim=D)

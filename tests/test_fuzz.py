@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from bench import cli, registry
-from bench.errors import BenchError
-from bench.runner import expand, parse_overrides, parse_seeds
+from vae_collapse_bench.bench import cli, registry
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.runner import expand, parse_overrides, parse_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,7 +154,7 @@ SUBPROCESS_CASES = {
 @pytest.mark.parametrize("case", list(SUBPROCESS_CASES))
 def test_a_real_process_prints_no_traceback(case, fuzz_env):
     argv = fill(SUBPROCESS_CASES[case], "", fuzz_env)
-    proc = subprocess.run([sys.executable, "-m", "bench.cli", *argv], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "vae_collapse_bench", *argv], capture_output=True, text=True,
                           timeout=120, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode in (0, 1, 2), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from bench.config import PROFILES
-from bench.identity import identity_key, run_identity
+from vae_collapse_bench.bench.config import PROFILES
+from vae_collapse_bench.bench.identity import identity_key, run_identity
 
 
 def test_identity_key_depends_on_content_only():

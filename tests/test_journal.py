@@ -8,10 +8,9 @@ import sys
 
 import pytest
 import torch
-
-from bench.cli import main
-from bench.errors import BenchError
-from bench.journal import PLACEHOLDER_REASON, open_journal, repair, scan
+from vae_collapse_bench.bench.cli import main
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.journal import PLACEHOLDER_REASON, open_journal, repair, scan
 
 SWEEP = ["run", "--methods", "vae,beta-vae", "--grid", "default", "--dataset", "synthetic", "--profile", "smoke",
          "--quiet"]
@@ -30,7 +29,7 @@ def undamaged(synthetic_root, tmp_path_factory):
     results = tmp_path_factory.mktemp("undamaged")
     # the same intra-op thread count as this process, whose reruns must reproduce the numbers exactly
     env = {"BENCH_DATA": str(synthetic_root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    done = subprocess.run([sys.executable, "-m", "bench.cli", *SWEEP, "--results", str(results)],
+    done = subprocess.run([sys.executable, "-m", "vae_collapse_bench", *SWEEP, "--results", str(results)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     return results

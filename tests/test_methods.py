@@ -15,11 +15,10 @@ import io
 
 import pytest
 import torch
-
-from bench import registry
-from bench.config import PROFILES
-from bench.model import StepContext
-from bench.perf import random_batch
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import PROFILES
+from vae_collapse_bench.bench.model import StepContext
+from vae_collapse_bench.bench.perf import random_batch
 
 BB = PROFILES["smoke"].backbone
 TRAINING = PROFILES["smoke"].training

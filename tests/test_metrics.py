@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-
-from bench.metrics import (
+from vae_collapse_bench.bench.metrics import (
     active_units,
     consistent_units,
     consistent_units_mc,
@@ -17,7 +16,7 @@ from bench.metrics import (
     perplexity,
     top_variance_dims,
 )
-from bench.posterior import DiagGaussian, Posterior
+from vae_collapse_bench.bench.posterior import DiagGaussian, Posterior
 
 F64 = torch.float64
 
@@ -268,7 +267,7 @@ def test_diag_matrix_product_cross_matches_the_generic_broadcast(monkeypatch):
     torch.testing.assert_close(matrix[torch.arange(80), own], generic[torch.arange(80), own], rtol=0, atol=1e-6)
     # the broadcast is blocked over draws and posteriors: any block size gives the same numbers
     for elements in (5, 7 * 5, 13 * 40 * 5):
-        monkeypatch.setattr("bench.posterior.CROSS_CHUNK_ELEMENTS", elements)
+        monkeypatch.setattr("vae_collapse_bench.bench.posterior.CROSS_CHUNK_ELEMENTS", elements)
         torch.testing.assert_close(Posterior.log_prob_cross(q, z), generic, rtol=0, atol=0)
 
 

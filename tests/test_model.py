@@ -3,13 +3,12 @@ import math
 
 import pytest
 import torch
-
-from bench.config import Backbone, Training
-from bench.model import Decoder, LossTerms, Method, Reg, StepContext, sequence_log_prob
-from bench.perf import random_batch
-from bench.posterior import DiagGaussian, Posterior
-from methods.skip_vae import SkipVAE
-from methods.vae import VAE
+from vae_collapse_bench.bench.config import Backbone, Training
+from vae_collapse_bench.bench.model import Decoder, LossTerms, Method, Reg, StepContext, sequence_log_prob
+from vae_collapse_bench.bench.perf import random_batch
+from vae_collapse_bench.bench.posterior import DiagGaussian, Posterior
+from vae_collapse_bench.methods.skip_vae import SkipVAE
+from vae_collapse_bench.methods.vae import VAE
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -296,5 +295,5 @@ def test_log_prob_cross_fallback_is_blocked_and_matches_the_generic_form(monkeyp
     ref = q.log_prob_cross(z)
     torch.testing.assert_close(ref, Posterior.log_prob_cross(q, z), rtol=0, atol=0)
     for elements in (1, 3, 2 * 3, 5 * 11 * 3, 10**6):  # blocks over posteriors and over draws
-        monkeypatch.setattr("bench.posterior.CROSS_CHUNK_ELEMENTS", elements)
+        monkeypatch.setattr("vae_collapse_bench.bench.posterior.CROSS_CHUNK_ELEMENTS", elements)
         torch.testing.assert_close(q.log_prob_cross(z), ref, rtol=0, atol=0)

@@ -3,9 +3,8 @@
 import math
 
 import pytest
-
-from bench import perf
-from bench.config import Backbone
+from vae_collapse_bench.bench import perf
+from vae_collapse_bench.bench.config import Backbone
 
 
 def test_step_rows_ratio_and_regularizer_on_a_tiny_config():
@@ -28,7 +27,7 @@ def test_configs():
 
 
 def test_unknown_method_is_a_clear_error():
-    from bench.errors import BenchError
+    from vae_collapse_bench.bench.errors import BenchError
 
     with pytest.raises(BenchError, match="unknown method 'vea'"):
         perf.benchmark("vea")
@@ -36,7 +35,7 @@ def test_unknown_method_is_a_clear_error():
 
 @pytest.mark.slow
 def test_main_quick(capsys):
-    from bench.cli import main
+    from vae_collapse_bench.bench.cli import main
 
     assert main(["perf", "--methods", "vae,dg-vae", "--quick", "--repeats", "1", "--warmup", "0"]) == 0
     assert "ms per training step" in capsys.readouterr().out
@@ -49,7 +48,8 @@ def test_the_profiler_leaves_no_kineto_lines_on_stderr():
     import sys
     from pathlib import Path
 
-    code = "from bench import perf; perf.regularizer_term('vae', batch=8, dim=4, repeats=1); print('measured')"
+    code = ("from vae_collapse_bench.bench import perf; "
+            "perf.regularizer_term('vae', batch=8, dim=4, repeats=1); print('measured')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and "measured" in done.stdout, done.stderr
@@ -74,14 +74,14 @@ def test_kineto_quiet_passes_every_other_line_on(capfd):
 @pytest.mark.parametrize(("device", "message"), [("λ", "unknown --device λ"), ("", "unknown --device"),
                                                  ("meta", "runs on cpu or cuda")])
 def test_a_bad_device_is_a_clear_error(device, message):
-    from bench.errors import BenchError
+    from vae_collapse_bench.bench.errors import BenchError
 
     with pytest.raises(BenchError, match=message):
         perf.benchmark("vae", device=device, repeats=1, warmup=0)
 
 
 def test_perf_arguments_are_parsed_by_the_one_cli_parser(capsys):
-    from bench.cli import build_parser, main
+    from vae_collapse_bench.bench.cli import build_parser, main
 
     args = build_parser().parse_args(["perf", "--methods", "vae", "--repeats", "3", "--quick"])
     assert (args.methods, args.repeats, args.warmup, args.quick) == ("vae", 3, 2, True)

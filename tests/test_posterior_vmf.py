@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-
-from bench import metrics
-from bench.posterior import UniformSphere, VonMisesFisher, log_sphere_area, vmf_constants
+from vae_collapse_bench.bench import metrics
+from vae_collapse_bench.bench.posterior import UniformSphere, VonMisesFisher, log_sphere_area, vmf_constants
 
 
 def unit(b, d, seed=0, dtype=torch.float32):

@@ -1,10 +1,9 @@
 from dataclasses import dataclass
 
 import pytest
-
-from bench import registry
-from bench.errors import BenchError
-from bench.model import GaussianMethod
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.model import GaussianMethod
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,8 @@ def test_select_all_and_lists():
 
 
 PLUGIN = '''
-from bench.model import GaussianMethod
-from bench.registry import register
+from vae_collapse_bench.bench.model import GaussianMethod
+from vae_collapse_bench.bench.registry import register
 
 
 @register("plugin-vae")
@@ -118,7 +117,7 @@ def test_search_space_is_described_without_a_study(toy):
 
 
 def test_an_integer_for_a_float_hyperparameter_is_the_same_run():
-    from bench.runner import expand
+    from vae_collapse_bench.bench.runner import expand
 
     fb = registry.get("fb-vae")
     assert fb.resolve({"free_bits": 4}) == fb.resolve({"free_bits": "4"}) == fb.resolve({})

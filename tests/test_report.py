@@ -3,9 +3,8 @@ import math
 
 import pandas as pd
 import pytest
-
-from bench.errors import BenchError
-from bench.report import METRICS, Leaderboard, fixed, select_runs
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.report import METRICS, Leaderboard, fixed, select_runs
 
 
 def frame():

@@ -20,8 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-
-from bench.store import RunStore, open_storage
+from vae_collapse_bench.bench.store import RunStore, open_storage
 
 METHODS = ("vae", "dg-vae", "aae")
 KILL_POINTS = ("mid-epoch", "after-best")
@@ -29,11 +28,11 @@ KILL_POINTS = ("mid-epoch", "after-best")
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    import bench.train
-    from bench import data, registry
-    from bench.config import PROFILES
-    from bench.runner import Reporter, Runner, expand
-    from bench.store import RunStore, open_storage
+    from vae_collapse_bench.bench import train as bench_train
+    from vae_collapse_bench.bench import data, registry
+    from vae_collapse_bench.bench.config import PROFILES
+    from vae_collapse_bench.bench.runner import Reporter, Runner, expand
+    from vae_collapse_bench.bench.store import RunStore, open_storage
 
     root, results, method, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 
@@ -48,12 +47,12 @@ CHILD = textwrap.dedent("""
             if kill_at == "mid-epoch" and self.epochs == 1 and step == 3:  # epoch 2 under way
                 die()
 
-    save = bench.train.atomic_save
+    save = bench_train.atomic_save
     def save_then_die(obj, path):
         save(obj, path)
         if kill_at == "after-best" and path.name == "best.pt" and (path.parent / "last.pt").exists():
             die()  # an epoch after the first improved: best.pt is new, last.pt not yet
-    bench.train.atomic_save = save_then_die
+    bench_train.atomic_save = save_then_die
 
     corpus = data.load_corpus("synthetic", root)
     store = RunStore(open_storage(None, results), "synthetic", "smoke")
@@ -85,7 +84,7 @@ def lanes(synthetic_root, tmp_path_factory):
     compare, keyed by kill point (or "fresh")."""
     root, threads = tmp_path_factory.mktemp("resume"), torch.get_num_threads()
     env = {**os.environ, "BENCH_DATA": str(synthetic_root), "OMP_NUM_THREADS": str(threads)}
-    cli = [sys.executable, "-m", "bench.cli", "run", "--methods", ",".join(METHODS), "--grid", "default",
+    cli = [sys.executable, "-m", "vae_collapse_bench", "run", "--methods", ",".join(METHODS), "--grid", "default",
            "--dataset", "synthetic", "--profile", "smoke", "--seeds", "0", "--quiet", "--results"]
 
     def run(cmd):

@@ -1,8 +1,7 @@
 import pytest
-
-from bench import registry
-from bench.errors import BenchError
-from bench.runner import RunSpec, expand, parse_overrides, parse_seeds
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.runner import RunSpec, expand, parse_overrides, parse_seeds
 
 
 def test_parse_seeds_lists_and_ranges():

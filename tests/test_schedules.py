@@ -1,6 +1,5 @@
 import pytest
-
-from bench import schedules
+from vae_collapse_bench.bench import schedules
 
 
 def test_linear_anneal_hand_values():

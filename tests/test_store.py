@@ -6,9 +6,8 @@ import optuna
 import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
-
-from bench.errors import BenchError
-from bench.store import RunStore, open_storage
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.store import RunStore, open_storage
 
 
 @pytest.mark.parametrize("url", ["foo://bar", "results", "http://example.org/db"])

@@ -10,9 +10,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from bench import data, synthetic
-from bench.synthetic import GeneratorConfig
+from vae_collapse_bench.bench import data, synthetic
+from vae_collapse_bench.bench.synthetic import GeneratorConfig
 
 SMALL = GeneratorConfig(seed=7, train=120, valid=30, test=30, vocab_size=50, mi_sentences=16, mi_samples=32)
 

@@ -5,14 +5,13 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
-
-from bench import data, registry
-from bench.config import PROFILES
-from bench.model import GaussianMethod, Reg
-from bench.runner import Runner, RunSpec
-from bench.store import RunStore, open_storage
-from bench.train import Trainer, TrainingDiverged, seed_everything
-from methods.vae import VAE
+from vae_collapse_bench.bench import data, registry
+from vae_collapse_bench.bench.config import PROFILES
+from vae_collapse_bench.bench.model import GaussianMethod, Reg
+from vae_collapse_bench.bench.runner import Runner, RunSpec
+from vae_collapse_bench.bench.store import RunStore, open_storage
+from vae_collapse_bench.bench.train import Trainer, TrainingDiverged, seed_everything
+from vae_collapse_bench.methods.vae import VAE
 
 SMOKE = PROFILES["smoke"]
 VAE_SEED0 = RunSpec("synthetic", "smoke", "vae", (), 0)
@@ -203,16 +202,16 @@ def test_a_new_training_config_trains_again(synthetic_root, tmp_path):
 
 
 def test_nonfinite_metric_marks_the_run_failed_naming_the_metric(synthetic_root, tmp_path, monkeypatch):
-    import bench.runner
+    from vae_collapse_bench.bench import runner as bench_runner
 
-    real = bench.runner.evaluate
+    real = bench_runner.evaluate
 
     def broken(model, *args, **kwargs):
         result = real(model, *args, **kwargs)
         result.metrics["postLL"] = float("nan")
         return result
 
-    monkeypatch.setattr(bench.runner, "evaluate", broken)
+    monkeypatch.setattr(bench_runner, "evaluate", broken)
     corpus = data.load_corpus("synthetic", synthetic_root)
     store = RunStore(open_storage(None, tmp_path), "synthetic", "smoke")
     runner = Runner(store, corpus, SMOKE, tmp_path)
@@ -220,7 +219,7 @@ def test_nonfinite_metric_marks_the_run_failed_naming_the_metric(synthetic_root,
     assert bad.status == other.status == "failed" and "postLL = nan" in bad.reason
     assert [t.state.name for t in store.trials()] == ["FAIL", "FAIL"]
     assert runner.run(VAE_SEED0).status == "failed"  # deterministic: not retried without --retry-failed
-    monkeypatch.setattr(bench.runner, "evaluate", real)
+    monkeypatch.setattr(bench_runner, "evaluate", real)
     retry = Runner(store, corpus, SMOKE, tmp_path, retry_failed=True).run(VAE_SEED0)
     assert retry.status == "done"
 

@@ -32,7 +32,7 @@ One job per module, each importing only those before it:
     user       the user's own corpora (add_corpus)
 """
 
-from bench.data.acquire import (
+from vae_collapse_bench.bench.data.acquire import (
     DOWNLOAD_DIR,
     Progress,
     archive_kind,
@@ -42,8 +42,8 @@ from bench.data.acquire import (
     find_split_files,
     import_folder,
 )
-from bench.data.batches import length_batch_indices, length_batches
-from bench.data.corpus import (
+from vae_collapse_bench.bench.data.batches import length_batch_indices, length_batches
+from vae_collapse_bench.bench.data.corpus import (
     BOS,
     EOS,
     PAD,
@@ -59,7 +59,7 @@ from bench.data.corpus import (
     load_corpus,
     text_checksum,
 )
-from bench.data.files import (
+from vae_collapse_bench.bench.data.files import (
     BOM,
     MIN_SENTENCES,
     MIN_TRAIN_SAME_LENGTH,
@@ -70,7 +70,7 @@ from bench.data.files import (
     sha256_file,
     split_paths,
 )
-from bench.data.manifest import (
+from vae_collapse_bench.bench.data.manifest import (
     SPLITS,
     Manifest,
     PaperStats,
@@ -87,8 +87,14 @@ from bench.data.manifest import (
     parse_manifest,
     user_manifest_dir,
 )
-from bench.data.status import DatasetStatus, corpus_stats, dataset_status, line_count_notes, split_stats
-from bench.data.user import add_corpus
+from vae_collapse_bench.bench.data.status import (
+    DatasetStatus,
+    corpus_stats,
+    dataset_status,
+    line_count_notes,
+    split_stats,
+)
+from vae_collapse_bench.bench.data.user import add_corpus
 
 __all__ = [
     "PAD", "BOS", "EOS", "UNK", "SPECIALS", "SPLITS", "BOM", "DOWNLOAD_DIR",

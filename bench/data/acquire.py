@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.data.files import (
+from vae_collapse_bench.bench.data.files import (
     check_file,
     check_split_sizes,
     generate,
@@ -27,10 +27,10 @@ from bench.data.files import (
     staging_dir,
     unwritable,
 )
-from bench.data.manifest import SPLITS, Manifest, get_manifest, import_hint, resolve_root
-from bench.data.status import DatasetStatus, dataset_status
-from bench.errors import BenchError, plain
-from bench.paths import is_dir
+from vae_collapse_bench.bench.data.manifest import SPLITS, Manifest, get_manifest, import_hint, resolve_root
+from vae_collapse_bench.bench.data.status import DatasetStatus, dataset_status
+from vae_collapse_bench.bench.errors import BenchError, plain
+from vae_collapse_bench.bench.paths import is_dir
 
 DOWNLOAD_DIR = ".download"
 

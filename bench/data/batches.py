@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import torch
-
-from bench.data.corpus import Split
-from bench.errors import BenchError
+from vae_collapse_bench.bench.data.corpus import Split
+from vae_collapse_bench.bench.errors import BenchError
 
 
 def length_batch_indices(lengths: list[int], batch_size: int,

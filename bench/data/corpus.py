@@ -11,10 +11,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-
-from bench.data.files import check_split_sizes, file_notes, generate, parse_lines, read_lines, split_paths
-from bench.data.manifest import SPLITS, Manifest, derived_from, get_manifest, import_hint, resolve_root
-from bench.errors import BenchError
+from vae_collapse_bench.bench.data.files import (
+    check_split_sizes,
+    file_notes,
+    generate,
+    parse_lines,
+    read_lines,
+    split_paths,
+)
+from vae_collapse_bench.bench.data.manifest import (
+    SPLITS,
+    Manifest,
+    derived_from,
+    get_manifest,
+    import_hint,
+    resolve_root,
+)
+from vae_collapse_bench.bench.errors import BenchError
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]

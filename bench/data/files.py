@@ -15,9 +15,9 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bench import synthetic
-from bench.data.manifest import SPLITS, Manifest, get_manifest
-from bench.errors import BenchError
+from vae_collapse_bench.bench import synthetic
+from vae_collapse_bench.bench.data.manifest import SPLITS, Manifest, get_manifest
+from vae_collapse_bench.bench.errors import BenchError
 
 BOM = "\ufeff"
 # The smallest splits a run can use. Training batches hold sentences of one exact length

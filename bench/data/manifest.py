@@ -17,10 +17,10 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from bench import synthetic
-from bench.backbone import DEFAULT_PAPER_BACKBONE, Backbone
-from bench.errors import BenchError, unknown
-from bench.paths import is_dir, is_file
+from vae_collapse_bench.bench import synthetic
+from vae_collapse_bench.bench.backbone import DEFAULT_PAPER_BACKBONE, Backbone
+from vae_collapse_bench.bench.errors import BenchError, unknown
+from vae_collapse_bench.bench.paths import is_dir, is_file
 
 SPLITS = ("train", "valid", "test")
 USER_MANIFESTS = "manifests"  # DATA/manifests/: the manifests of the user's own corpora
@@ -54,8 +54,8 @@ def bundled_manifest_dir() -> Path:
     cannot install a top-level folder of data, so pyproject.toml maps datasets/ to the package-data
     folder bench/datasets/: an installed copy finds them there, beside this package (bench/data/). A
     source tree or an editable install has no bench/datasets/ and uses the repository's folder.
-    (Installed, the folder above `bench` is site-packages, whose `datasets` may be another project's
-    package: the installed location is therefore tried first.)
+    (Installed, the folder above `bench` is the vae_collapse_bench package; the installed location is
+    tried first all the same.)
     """
     bench_dir = Path(__file__).resolve().parents[1]
     installed = bench_dir / "datasets"

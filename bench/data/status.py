@@ -7,9 +7,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import synthetic
-from bench.data.corpus import Split, load_corpus
-from bench.data.files import (
+from vae_collapse_bench.bench import synthetic
+from vae_collapse_bench.bench.data.corpus import Split, load_corpus
+from vae_collapse_bench.bench.data.files import (
     changed_files,
     changed_note,
     expected_lines,
@@ -18,7 +18,7 @@ from bench.data.files import (
     present_lines,
     split_paths,
 )
-from bench.data.manifest import SPLITS, PaperStats, get_manifest, resolve_root, user_manifest_dir
+from vae_collapse_bench.bench.data.manifest import SPLITS, PaperStats, get_manifest, resolve_root, user_manifest_dir
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.backbone import DEFAULT_PAPER_BACKBONE
-from bench.data.acquire import rename_into, staged_copies
-from bench.data.files import check_split_sizes, make_dir, sha256_file, unwritable
-from bench.data.manifest import (
+from vae_collapse_bench.bench.backbone import DEFAULT_PAPER_BACKBONE
+from vae_collapse_bench.bench.data.acquire import rename_into, staged_copies
+from vae_collapse_bench.bench.data.files import check_split_sizes, make_dir, sha256_file, unwritable
+from vae_collapse_bench.bench.data.manifest import (
     SPLITS,
     USER_MANIFESTS,
     Manifest,
@@ -34,9 +34,9 @@ from bench.data.manifest import (
     resolve_root,
     user_manifest_dir,
 )
-from bench.data.status import DatasetStatus, dataset_status
-from bench.errors import BenchError, plain, quote
-from bench.paths import is_dir, is_file
+from vae_collapse_bench.bench.data.status import DatasetStatus, dataset_status
+from vae_collapse_bench.bench.errors import BenchError, plain, quote
+from vae_collapse_bench.bench.paths import is_dir, is_file
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Names a split's file may have in --folder DIR: SPLIT.txt or NAME.SPLIT.txt (valid also as val, dev);

@@ -9,13 +9,12 @@ import math
 
 import pytest
 import torch
-
-from bench import registry
-from bench.config import Backbone, Training
-from bench.errors import BenchError
-from bench.model import StepContext
-from methods.aae import AAE, AAEParams
-from methods.wae import mmd_imq
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import Backbone, Training
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.model import StepContext
+from vae_collapse_bench.methods.aae import AAE, AAEParams
+from vae_collapse_bench.methods.wae import mmd_imq
 
 BB = Backbone(8, 12, 12, latent_dim=4)
 

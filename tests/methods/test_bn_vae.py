@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
-from bench import registry
-from bench.config import Backbone
-from bench.errors import BenchError
-from methods.bn_vae import BNVAE
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.methods.bn_vae import BNVAE
 
 BB = Backbone(8, 12, 12, latent_dim=6)
 

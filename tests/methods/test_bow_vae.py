@@ -1,9 +1,8 @@
 """bow-vae: the bag-of-words loss (mean over target tokens) is gradient-only."""
 
 import torch
-
-from bench.config import Backbone
-from methods.bow_vae import BoWVAE
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.methods.bow_vae import BoWVAE
 
 BB = Backbone(8, 12, 12, latent_dim=4)
 

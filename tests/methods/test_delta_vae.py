@@ -6,12 +6,11 @@ import math
 import pytest
 import torch
 from scipy.optimize import brentq
-
-from bench import metrics, registry
-from bench.config import Backbone
-from bench.errors import BenchError
-from bench.perf import random_batch
-from methods.delta_vae import EPS, DeltaVAE, variance_bounds
+from vae_collapse_bench.bench import metrics, registry
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.perf import random_batch
+from vae_collapse_bench.methods.delta_vae import EPS, DeltaVAE, variance_bounds
 
 BB = Backbone(8, 12, 12, latent_dim=4)
 

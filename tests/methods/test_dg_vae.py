@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
-
-from bench import registry
-from bench.config import Backbone
-from bench.errors import BenchError
-from bench.posterior import DiagGaussian
-from methods.dg_vae import DGVAE, DGParams, aggregation_groups, density_gap_kl
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.posterior import DiagGaussian
+from vae_collapse_bench.methods.dg_vae import DGVAE, DGParams, aggregation_groups, density_gap_kl
 
 
 def naive_density_gap(loc, std, agg, m, seed):

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-
-from bench import registry
-from bench.config import Backbone
-from bench.errors import BenchError
-from bench.posterior import VonMisesFisher, log_sphere_area, vmf_constants
-from methods.dg_vmf_vae import DGVMFVAE, DGVMFParams, density_gap_kl_vmf
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.posterior import VonMisesFisher, log_sphere_area, vmf_constants
+from vae_collapse_bench.methods.dg_vmf_vae import DGVMFVAE, DGVMFParams, density_gap_kl_vmf
 
 BB = Backbone(8, 12, 12, latent_dim=5)
 

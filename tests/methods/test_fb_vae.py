@@ -2,12 +2,11 @@
 
 import pytest
 import torch
-
-from bench import registry
-from bench.config import Backbone
-from bench.errors import BenchError
-from bench.posterior import DiagGaussian
-from methods.fb_vae import FreeBitsVAE
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.posterior import DiagGaussian
+from vae_collapse_bench.methods.fb_vae import FreeBitsVAE
 
 BB = Backbone(8, 12, 12, latent_dim=4)
 

@@ -1,10 +1,9 @@
 """skip-vae: z reaches the vocabulary classifier directly, through the `decoder_output` hook."""
 
 import torch
-
-from bench.config import Backbone
-from methods.skip_vae import SkipVAE
-from methods.vae import VAE
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.methods.skip_vae import SkipVAE
+from vae_collapse_bench.methods.vae import VAE
 
 BB = Backbone(8, 12, 12, latent_dim=4)
 

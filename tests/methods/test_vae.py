@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
-from bench import registry
-from bench.config import Backbone, Training
-from bench.errors import BenchError
-from methods.vae import VAE, BetaVAE, CyclicVAE
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import Backbone, Training
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.methods.vae import VAE, BetaVAE, CyclicVAE
 
 BB = Backbone(8, 12, 12, latent_dim=4)
 

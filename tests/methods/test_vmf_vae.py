@@ -1,13 +1,12 @@
 
 import pytest
 import torch
-
-from bench import registry
-from bench.config import Backbone
-from bench.errors import BenchError
-from bench.perf import random_batch
-from bench.posterior import UniformSphere, VonMisesFisher
-from methods.vmf_vae import VMFVAE, VMFParams
+from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench.config import Backbone
+from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.perf import random_batch
+from vae_collapse_bench.bench.posterior import UniformSphere, VonMisesFisher
+from vae_collapse_bench.methods.vmf_vae import VMFVAE, VMFParams
 
 BB = Backbone(8, 12, 12, latent_dim=5)
 
