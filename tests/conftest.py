@@ -1,5 +1,6 @@
 """Shared fixtures: a session-wide data directory holding the generated synthetic corpus, and the
-path of the real corpora in ../shared/datasets (tests that need them skip when it is absent)."""
+path of the real corpora in ../shared/datasets (tests that need them skip when it is absent). Plain
+helpers (the tiny backbone BB, random `sentences`) are in helpers.py: `from helpers import ...`."""
 
 from pathlib import Path
 
@@ -42,26 +43,21 @@ def held_out_mmd():
     full regularizer weight) with `optimizer(model)`, and returns MMD^2 (methods.wae.mmd_imq) between
     one posterior draw per held-out sentence and as many prior draws."""
     import torch
-    from vae_collapse_bench.bench.config import Backbone
+    from helpers import sentences, tiny_backbone
     from vae_collapse_bench.methods.wae import mmd_imq
-
-    def corpus(n, seed):
-        x = torch.randint(4, 20, (n, 8), generator=torch.Generator().manual_seed(seed))
-        x[:, 0], x[:, -1] = 1, 2
-        return x
 
     def measure(method_cls, params, optimizer, steps=100):
         torch.manual_seed(0)
-        bb = Backbone(8, 16, 16, latent_dim=4, dec_dropout_in=0.0, dec_dropout_out=0.0)
+        bb = tiny_backbone(hidden=16, dec_dropout_in=0.0, dec_dropout_out=0.0)
         model = method_cls(20, bb, params).train()
-        opt, train = optimizer(model), corpus(64, seed=1)
+        opt, train = optimizer(model), sentences(64, t=8, seed=1)
         for step in range(steps):
             loss = model.loss(train[32 * (step % 2):][:32], kl_weight=1.0).loss
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            q = model.eval().encode(corpus(64, seed=2))
+            q = model.eval().encode(sentences(64, t=8, seed=2))
             g = torch.Generator().manual_seed(3)
             return mmd_imq(q.rsample(1, g)[0], torch.randn(64, 4, generator=g)).item()
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_backbone
 from scipy.special import ive
 from vae_collapse_bench.bench import metrics, registry
 from vae_collapse_bench.bench.config import Backbone, Evaluation
@@ -13,7 +14,7 @@ from vae_collapse_bench.bench.model import GaussianMethod
 from vae_collapse_bench.bench.posterior import DiagGaussian, Posterior, VonMisesFisher
 
 D = 4
-BB = Backbone(8, 12, 12, latent_dim=D)
+BB = tiny_backbone(latent_dim=D)
 EV = Evaluation(ll_samples_per_component=3, iw_samples=5, mi_samples=2, cu_grid_points=801, batch_size=2)
 
 # 10 sentences of 1, 2, 3 and 5 words: four length buckets, and with batch_size 2 some buckets give

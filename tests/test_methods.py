@@ -11,22 +11,21 @@ paper grid resolves to its own hyperparameters and trains one step.
 """
 
 import dataclasses
+import functools
 import io
 
+import helpers
 import pytest
 import torch
 from vae_collapse_bench.bench import registry
 from vae_collapse_bench.bench.config import PROFILES
 from vae_collapse_bench.bench.model import StepContext
-from vae_collapse_bench.bench.perf import random_batch
 
 BB = PROFILES["smoke"].backbone
 TRAINING = PROFILES["smoke"].training
 VOCAB = 30
 
-
-def sentences(b=6, t=7):
-    return random_batch(t, b, vocab=VOCAB)
+sentences = functools.partial(helpers.sentences, b=6, t=7, vocab=VOCAB)
 
 
 def build(name, seed=0, **overrides):

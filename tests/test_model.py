@@ -3,26 +3,19 @@ import math
 
 import pytest
 import torch
-from vae_collapse_bench.bench.config import Backbone, Training
+from helpers import BB, sentences
+from vae_collapse_bench.bench.config import Training
 from vae_collapse_bench.bench.model import Decoder, LossTerms, Method, Reg, StepContext, sequence_log_prob
-from vae_collapse_bench.bench.perf import random_batch
 from vae_collapse_bench.bench.posterior import DiagGaussian, Posterior
 from vae_collapse_bench.methods.skip_vae import SkipVAE
 from vae_collapse_bench.methods.vae import VAE
 
 LOG_2PI = math.log(2 * math.pi)
 
-BB = Backbone(8, 12, 12, latent_dim=4)
-
-
-def sentences(b=3, t=6):
-    return random_batch(t, b, vocab=20)
-
-
 def test_decoder_log_prob_is_chunk_invariant_and_matches_a_manual_loop():
     torch.manual_seed(0)
     dec = Decoder(20, BB).eval()
-    x, z = sentences(), torch.randn(5, 3, 4)
+    x, z = sentences(3), torch.randn(5, 3, 4)
     full = dec.log_prob(x, z)
     assert full.shape == (5, 3)
     assert torch.allclose(full, dec.log_prob(x, z, max_rows=2), atol=1e-6)
@@ -43,7 +36,7 @@ def test_initialisation_ranges():
 def test_vae_loss_terms_and_gradients_reach_encoder_and_decoder():
     torch.manual_seed(0)
     model = VAE(20, BB)
-    terms = model.loss(sentences(), kl_weight=0.3)
+    terms = model.loss(sentences(3), kl_weight=0.3)
     assert isinstance(terms, LossTerms) and torch.isfinite(terms.loss)
     assert terms.rec.shape == terms.kl.shape == (3,)
     assert terms.reg.shape == () and terms.loss.shape == () and terms.objective.shape == ()
@@ -84,7 +77,7 @@ class WithAux(VAE):
 def test_loss_is_mean_rec_plus_weighted_reg_plus_aux_and_logs_are_merged():
     torch.manual_seed(0)
     model = WithAux(20, BB)
-    x = sentences()
+    x = sentences(3)
     torch.manual_seed(1)
     terms = model.loss(x, kl_weight=0.25)
     torch.manual_seed(1)
@@ -110,7 +103,7 @@ def test_vocabulary_projection_has_no_bias_and_reads_the_methods_output_width():
 def test_the_default_decoder_hooks_are_the_plain_backbone():
     torch.manual_seed(0)
     model = VAE(20, BB).eval()
-    x, z = sentences(), torch.randn(2, 3, 4)
+    x, z = sentences(3), torch.randn(2, 3, 4)
     assert torch.equal(model.log_px_z(x, z), model.decoder.log_prob(x, z))
 
 
@@ -131,7 +124,7 @@ def test_decoder_hooks_set_what_the_decoder_conditions_on_and_what_the_projectio
     torch.manual_seed(0)
     model = Conditioned(20, BB).eval()
     assert model.decoder.lstm.input_size == BB.emb_dim + 8 and model.decoder.init_c.in_features == 8
-    x, z = sentences(), torch.randn(2, 3, 4)
+    x, z = sentences(3), torch.randn(2, 3, 4)
 
     def by_hand(inputs, zz):
         h = model.decoder.hidden(inputs, torch.cat([zz, zz * zz], -1))
@@ -149,7 +142,7 @@ def test_the_default_step_is_one_clipped_sgd_step_on_the_loss_with_the_trainers_
     (opt,) = model.configure_optimizers(training)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == 0.5
     assert {id(p) for p in opt.param_groups[0]["params"]} == {id(p) for p in model.parameters()}
-    x = sentences()
+    x = sentences(3)
     model.noise = torch.Generator().manual_seed(7)
     torch.manual_seed(1)  # dropout draws from the global RNG
     terms = model.training_step(x, StepContext(kl_weight=0.3, optimizers=[opt], clip_grad=training.clip_grad))
@@ -170,7 +163,7 @@ def test_the_default_step_is_one_clipped_sgd_step_on_the_loss_with_the_trainers_
 def test_training_draws_come_from_noise_and_outside_training_from_the_global_rng():
     torch.manual_seed(0)
     model = VAE(20, BB).eval()  # eval: no dropout, the posterior draw is the only random step
-    x = sentences()
+    x = sentences(3)
     losses = []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)

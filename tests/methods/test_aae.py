@@ -9,14 +9,13 @@ import math
 
 import pytest
 import torch
+from helpers import BB, sentences, tiny_backbone
 from vae_collapse_bench.bench import registry
-from vae_collapse_bench.bench.config import Backbone, Training
+from vae_collapse_bench.bench.config import Training
 from vae_collapse_bench.bench.errors import BenchError
 from vae_collapse_bench.bench.model import StepContext
 from vae_collapse_bench.methods.aae import AAE, AAEParams
 from vae_collapse_bench.methods.wae import mmd_imq
-
-BB = Backbone(8, 12, 12, latent_dim=4)
 
 
 def build(lam=1.0):
@@ -150,21 +149,16 @@ def held_out_mismatch(lam, steps=100):
     fixed sentences): the measurement of conftest's `held_out_mmd`, with the method's own two-player
     `training_step` (that fixture trains `loss` with one optimizer, which never trains the critic)."""
 
-    def corpus(n, seed):
-        x = torch.randint(4, 20, (n, 8), generator=torch.Generator().manual_seed(seed))
-        x[:, 0], x[:, -1] = 1, 2
-        return x
-
     torch.manual_seed(0)
-    bb = Backbone(8, 16, 16, latent_dim=4, dec_dropout_in=0.0, dec_dropout_out=0.0)
+    bb = tiny_backbone(hidden=16, dec_dropout_in=0.0, dec_dropout_out=0.0)
     model = AAE(20, bb, AAEParams(lam=lam)).train()
     model.noise = torch.Generator().manual_seed(0)
     ctx = StepContext(kl_weight=1.0, optimizers=faster_critic(model), clip_grad=math.inf)
-    train = corpus(64, seed=1)
+    train = sentences(64, t=8, seed=1)
     for step in range(steps):
         model.training_step(train[32 * (step % 2):][:32], ctx)
     with torch.no_grad():
-        q = model.eval().encode(corpus(64, seed=2))
+        q = model.eval().encode(sentences(64, t=8, seed=2))
         g = torch.Generator().manual_seed(3)
         return mmd_imq(q.rsample(1, g)[0], torch.randn(64, 4, generator=g)).item()
 

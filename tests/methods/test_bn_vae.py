@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from helpers import tiny_backbone
 from vae_collapse_bench.bench import registry
-from vae_collapse_bench.bench.config import Backbone
 from vae_collapse_bench.bench.errors import BenchError
 from vae_collapse_bench.methods.bn_vae import BNVAE
 
-BB = Backbone(8, 12, 12, latent_dim=6)
+BB = tiny_backbone(latent_dim=6)
 
 
 def build(gamma=0.9):

@@ -1,17 +1,14 @@
 """bow-vae: the bag-of-words loss (mean over target tokens) is gradient-only."""
 
 import torch
-from vae_collapse_bench.bench.config import Backbone
+from helpers import BB, sentences
 from vae_collapse_bench.methods.bow_vae import BoWVAE
-
-BB = Backbone(8, 12, 12, latent_dim=4)
 
 
 def test_bow_loss_is_the_mean_token_cross_entropy_and_not_reported():
     torch.manual_seed(0)
     model = BoWVAE(20, BB)
-    x = torch.randint(4, 20, (3, 7))
-    x[:, 0], x[:, -1] = 1, 2
+    x = sentences(3, t=7)
     torch.manual_seed(1)
     terms = model.loss(x, kl_weight=0.3)
     torch.manual_seed(1)

@@ -5,14 +5,12 @@ import math
 
 import pytest
 import torch
+from helpers import BB, sentences
 from scipy.optimize import brentq
 from vae_collapse_bench.bench import metrics, registry
 from vae_collapse_bench.bench.config import Backbone
 from vae_collapse_bench.bench.errors import BenchError
-from vae_collapse_bench.bench.perf import random_batch
 from vae_collapse_bench.methods.delta_vae import EPS, DeltaVAE, variance_bounds
-
-BB = Backbone(8, 12, 12, latent_dim=4)
 
 
 def build(delta=0.15, bb=BB):
@@ -98,7 +96,7 @@ def test_a_negative_raw_mean_sits_at_delta():
 def test_no_active_unit_at_initialisation():
     """Raw means near 0 of both signs (the U(-0.01, 0.01) init) must not spread the posterior means."""
     model = build(bb=Backbone(16, 32, 32, latent_dim=8)).eval()
-    x = random_batch(9, 64, vocab=20, seed=1)
+    x = sentences(b=64, t=9, seed=1)
     with torch.no_grad():
         raw_mu = model.encoder(x)[:, :8]
         q = model.encode(x)

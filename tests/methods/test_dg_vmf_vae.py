@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
+from helpers import sentences, tiny_backbone
 from vae_collapse_bench.bench import registry
-from vae_collapse_bench.bench.config import Backbone
 from vae_collapse_bench.bench.errors import BenchError
 from vae_collapse_bench.bench.posterior import VonMisesFisher, log_sphere_area, vmf_constants
 from vae_collapse_bench.methods.dg_vmf_vae import DGVMFVAE, DGVMFParams, density_gap_kl_vmf
 
-BB = Backbone(8, 12, 12, latent_dim=5)
+BB = tiny_backbone(latent_dim=5)
 
 
 def unit(b, d, seed=0):
@@ -95,9 +95,7 @@ def test_registered_params_and_domain():
 def test_loss_uses_dg_as_regularizer_and_reports_the_analytic_kl():
     torch.manual_seed(0)
     model = DGVMFVAE(20, BB, DGVMFParams(kappa=13, m=4))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(4, 20, (6, 7), generator=g)
-    x[:, 0], x[:, -1] = 1, 2
+    x = sentences(6, t=7)
     terms = model.loss(x, kl_weight=0.5)
     assert torch.isfinite(terms.loss)
     assert terms.reg.shape == () and terms.reg.requires_grad

@@ -2,13 +2,11 @@
 
 import pytest
 import torch
+from helpers import BB
 from vae_collapse_bench.bench import registry
-from vae_collapse_bench.bench.config import Backbone
 from vae_collapse_bench.bench.errors import BenchError
 from vae_collapse_bench.bench.posterior import DiagGaussian
 from vae_collapse_bench.methods.fb_vae import FreeBitsVAE
-
-BB = Backbone(8, 12, 12, latent_dim=4)
 
 
 def test_gradient_zero_below_the_threshold_and_nonzero_above():

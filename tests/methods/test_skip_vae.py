@@ -1,11 +1,9 @@
 """skip-vae: z reaches the vocabulary classifier directly, through the `decoder_output` hook."""
 
 import torch
-from vae_collapse_bench.bench.config import Backbone
+from helpers import BB
 from vae_collapse_bench.methods.skip_vae import SkipVAE
 from vae_collapse_bench.methods.vae import VAE
-
-BB = Backbone(8, 12, 12, latent_dim=4)
 
 
 def test_the_classifier_reads_h_and_z():

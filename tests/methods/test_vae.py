@@ -2,18 +2,11 @@
 
 import pytest
 import torch
+from helpers import BB, sentences
 from vae_collapse_bench.bench import registry
-from vae_collapse_bench.bench.config import Backbone, Training
+from vae_collapse_bench.bench.config import Training
 from vae_collapse_bench.bench.errors import BenchError
 from vae_collapse_bench.methods.vae import VAE, BetaVAE, CyclicVAE
-
-BB = Backbone(8, 12, 12, latent_dim=4)
-
-
-def sentences(b=4, t=6, v=20, seed=0):
-    x = torch.randint(4, v, (b, t), generator=torch.Generator().manual_seed(seed))
-    x[:, 0], x[:, -1] = 1, 2
-    return x
 
 
 @pytest.mark.parametrize("step,weight", [

@@ -1,18 +1,13 @@
 
 import pytest
 import torch
+from helpers import sentences, tiny_backbone
 from vae_collapse_bench.bench import registry
-from vae_collapse_bench.bench.config import Backbone
 from vae_collapse_bench.bench.errors import BenchError
-from vae_collapse_bench.bench.perf import random_batch
 from vae_collapse_bench.bench.posterior import UniformSphere, VonMisesFisher
 from vae_collapse_bench.methods.vmf_vae import VMFVAE, VMFParams
 
-BB = Backbone(8, 12, 12, latent_dim=5)
-
-
-def sentences(b=4, t=6):
-    return random_batch(t, b, vocab=20)
+BB = tiny_backbone(latent_dim=5)
 
 
 def test_registered_with_the_paper_grid_and_checked_params():

@@ -3,13 +3,11 @@ large lambda keeps the aggregated posterior at the prior where lambda = 0 lets i
 
 import pytest
 import torch
+from helpers import BB
 from vae_collapse_bench.bench import registry
-from vae_collapse_bench.bench.config import Backbone
 from vae_collapse_bench.bench.errors import BenchError
 from vae_collapse_bench.bench.posterior import DiagGaussian
 from vae_collapse_bench.methods.wae import WAE, WAEParams, mmd_imq
-
-BB = Backbone(8, 12, 12, latent_dim=4)
 
 
 def naive_mmd(x, y, scales):
