@@ -65,14 +65,6 @@ class Decoder(nn.Module):
         out, _ = self.lstm(torch.cat([emb, c_steps], -1), (torch.tanh(c0), c0))
         return self.dropout_out(out)
 
-    def logits(self, inputs: Tensor, c: Tensor) -> Tensor:
-        """Teacher-forced logits of the plain backbone (o_t = h_t): [N, T'], [N, cond_dim] -> [N, T', V]."""
-        return self.out(self.hidden(inputs, c))
-
-    def log_prob(self, x: Tensor, z: Tensor, max_rows: int | None = None) -> Tensor:
-        """log p(x|z) of the plain backbone (c = z, o_t = h_t); see `sequence_log_prob`."""
-        return sequence_log_prob(self.logits, x, z, max_rows)
-
 
 def sequence_log_prob(logits: Callable[[Tensor, Tensor], Tensor], x: Tensor, z: Tensor,
                       max_rows: int | None = None) -> Tensor:

@@ -61,7 +61,7 @@ def test_shapes_indexing_cat_map():
     assert q.kappa == 10.0 and len(q) == 4
     assert q.log_prob(q.rsample(3, gen())).shape == (3, 4)
     assert q.log_prob(torch.randn(5, 1, 6)).shape == (5, 4)  # every draw against every posterior
-    assert q.mean.shape == (4, 6) and q.entropy().shape == (4,)
+    assert q.mean.shape == (4, 6) and q.kl_to_prior().shape == (4,)
     assert q.gaussian_marginals() is None
     sub = q[torch.tensor([0, 2])]
     assert len(sub) == 2 and torch.equal(sub.loc, q.loc[[0, 2]])
@@ -107,13 +107,13 @@ def test_w_matches_the_vmf_marginal_density(d, kappa):
     assert ks.pvalue > 1e-3, ks
 
 
-def test_entropy_matches_monte_carlo_and_kl_is_cross_entropy_minus_entropy():
+def test_kl_matches_monte_carlo():
     q = VonMisesFisher(unit(2, 32), 25.0)
     z = q.rsample(20_000, gen(3))
-    mc = -q.log_prob(z).mean(0)
-    assert torch.allclose(q.entropy(), mc, atol=0.05)
-    # KL(q || uniform) = -H(q) + log |S^{d-1}|
-    assert torch.allclose(q.kl_to_prior(), -q.entropy() + log_sphere_area(32), atol=1e-5)
+    # KL(q || uniform) = E_q[log q(z)] + log |S^{d-1}|; the standard error of the mean of log q is ~0.01
+    mc = q.log_prob(z).mean(0) + log_sphere_area(32)
+    assert torch.allclose(q.kl_to_prior(), mc, atol=0.05)
+    assert float(q.kl_to_prior()[0]) == pytest.approx(5.76, abs=0.005)  # the docstring's d = 32, kappa = 25
 
 
 def test_gradient_flows_to_loc_through_rsample_and_is_unbiased():
