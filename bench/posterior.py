@@ -3,6 +3,12 @@
 Shapes: a Posterior holds B distributions over R^D (params [B, D]). `rsample(n)` gives [n, B, D].
 `log_prob(z)` broadcasts z [..., B, D] against the B distributions and returns [..., B]; to score
 samples against *every* posterior (aggregated posterior, MI), pass z of shape [S, 1, D] -> [S, B].
+
+Over the ~400 lines of the other modules on purpose: the one interface every metric relies on and its
+two implementations, each beside the derivations that make it numerically safe (the Gaussian density
+from the log-variance, the vMF normaliser and Wood's sampler), so a formula and its code are read
+together. With a third family, each family gets a module of its own (the von Mises-Fisher one is
+everything from `log_sphere_area` on).
 """
 
 from __future__ import annotations
