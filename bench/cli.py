@@ -122,9 +122,13 @@ def describe(o: RunOutcome) -> str:
 # --- commands -------------------------------------------------------------------------------------
 def cmd_methods(args) -> int:
     table = Table(title="registered methods")
-    for col in ("name", "what it is", "paper grid", "defaults", "search space"):
-        table.add_column(col)
-    for name in registry.names():
+    names = registry.names()
+    table.add_column("name", min_width=max(map(len, names)), no_wrap=True)  # names are never cut
+    table.add_column("what it is", overflow="fold")  # long words fold, never end in an ellipsis
+    table.add_column("paper grid", min_width=14, overflow="fold")  # a key and its first values on one line
+    for col in ("defaults", "search space"):
+        table.add_column(col, overflow="fold")
+    for name in names:
         spec = registry.get(name)
         grid = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in spec.grid.items()) or "-"
         defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"

@@ -11,7 +11,7 @@ embeddings U(-0.1, 0.1).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -123,13 +123,51 @@ class StepContext:
     """What the trainer hands one training step: the regularizer weight w(t) of this step, the
     optimizers `Method.configure_optimizers` made (in its order, state restored on resume), the
     gradient-norm clip, and where training stands: `step` training steps taken before this one
-    (the schedule's t) during `epoch` (1-based)."""
+    (the schedule's t) during `epoch` (1-based). `sample_batch`, when the trainer gives one, returns
+    another training batch of this epoch (uniform over the batches the method accepts, drawn from
+    the trainer's checkpointed noise generator, on the device): for methods that step on more
+    batches than x (aggressive-vae's encoder loop)."""
 
     kl_weight: float
     optimizers: list[torch.optim.Optimizer]
     clip_grad: float
     step: int = 0
     epoch: int = 1
+    sample_batch: Callable[[], Tensor] | None = None
+
+
+@dataclass
+class EpochContext:
+    """What the trainer hands `Method.end_epoch` after an epoch's validation (eval mode, no grad):
+    `epoch` finished epochs (this one included), the method's training `phase` during it and the
+    epochs of that phase so far (`phase_epochs`, this one included), whether the trainer's own rule
+    ends training after it (`stopping`: max_decays or max_epochs), the `training` config, this
+    epoch's history `record` so far and the earlier records (`history`), and `held_out()`, which
+    yields the validation batches on the device."""
+
+    epoch: int
+    phase: int
+    phase_epochs: int
+    stopping: bool
+    training: Training
+    record: dict
+    history: list[dict]
+    held_out: Callable[[], Iterator[Tensor]]
+
+
+@dataclass
+class EpochEnd:
+    """What `Method.end_epoch` returns: `record`, fields added to the epoch's history record (facts
+    such as a held-out check or the phase; numbers, bools or short strings), and whether training
+    moves to the next phase. `next_phase` increments the trainer's phase (checkpointed in last.pt,
+    never reverted by reloading best.pt) and calls `Method.begin_phase`; with `restart` the next phase
+    is a fresh training from the best weights of the phase that ends: they are reloaded before
+    `begin_phase`, and lr, optimizers, the schedule's step, the decay rule and the checkpoint
+    selection start over. A phase change is ignored once max_epochs is reached."""
+
+    record: dict = field(default_factory=dict)
+    next_phase: bool = False
+    restart: bool = False
 
 
 def descend(loss: Tensor, optimizers: Sequence[torch.optim.Optimizer], clip_grad: float) -> None:
@@ -163,8 +201,10 @@ class Method(nn.Module):
     `decoder_input_dim`) and `decoder_output` (what the vocabulary projection reads, default the LSTM
     output h; width `decoder_output_dim`). How training runs: `configure_optimizers` (default one SGD
     over every parameter) and `training_step` (default one clipped step on `loss`), `min_batch_size`
-    (smaller training batches are skipped), `needs_all_epochs`. `Params` is a frozen dataclass of the
-    method's hyperparameters whose __post_init__ raises ValueError for values outside their domain.
+    (smaller training batches are skipped), `needs_all_epochs`, and for methods that train in
+    phases, `end_epoch` (per-epoch facts for the history; moves to the next phase) and `begin_phase`.
+    `Params` is a frozen dataclass of the method's hyperparameters whose __post_init__ raises
+    ValueError for values outside their domain.
 
     Randomness: every draw a method makes in a training step (z ~ q, a regularizer's noise, prior
     samples) passes `generator=self.noise`: the trainer's generator (seeded from the run seed,
@@ -178,6 +218,9 @@ class Method(nn.Module):
     # stop-after-max_decays rule, so no cycle is cut off half-way.
     needs_all_epochs: ClassVar[bool] = False
     noise: torch.Generator | None = None
+    # The training phase (0 first), set by the trainer from its checkpointed state (EpochEnd); read
+    # by methods whose steps or objective differ by phase, in training and validation alike.
+    phase: int = 0
 
     def __init__(self, vocab_size: int, backbone: Backbone, params=None):
         super().__init__()
@@ -246,6 +289,15 @@ class Method(nn.Module):
         terms = self.loss(x, ctx.kl_weight)
         descend(terms.loss, ctx.optimizers, ctx.clip_grad)
         return terms
+
+    def end_epoch(self, ctx: EpochContext) -> EpochEnd:
+        """After each epoch's validation: facts for the epoch's history record and whether training
+        moves to the next phase (`EpochEnd`). Default: nothing."""
+        return EpochEnd()
+
+    def begin_phase(self, phase: int) -> None:
+        """Called when phase `phase` (>= 1) begins, after the best weights were reloaded if the
+        phase restarts training (e.g. re-initialise a module). Default: nothing."""
 
     # --- shared machinery --------------------------------------------------------------------
     def encode(self, x: Tensor) -> Posterior:

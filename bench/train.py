@@ -18,6 +18,11 @@ or `max_epochs` (a method with `needs_all_epochs`, such as a cyclic schedule, al
 `max_epochs`: stopping would cut a cycle). Training batches of fewer than `max(2,
 method.min_batch_size)` sentences are skipped and counted in the history.
 
+Phases: after each epoch's validation the method's `end_epoch` adds its facts to the history record
+and may move training to its next phase (`bench.model.EpochEnd`); the phase lives in the trainer's
+state (last.pt), so reloading best.pt never reverts it. A restarting phase is a fresh training from
+the best weights of the phase before (lr, optimizers, schedule, decay rule, checkpoint selection).
+
 Resumption: `last.pt` holds weights, every optimizer's state (a list, in `configure_optimizers`'
 order), trainer state and every RNG state (the training noise generator included) at the end of the
 last finished epoch, written atomically; a run killed at any moment restarts from it and produces the
@@ -42,7 +47,7 @@ import numpy as np
 import torch
 from vae_collapse_bench.bench.config import Training
 from vae_collapse_bench.bench.data import Corpus, Split, length_batch_indices, length_batches
-from vae_collapse_bench.bench.model import Method, StepContext
+from vae_collapse_bench.bench.model import EpochContext, Method, StepContext
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,6 +69,11 @@ class TrainState:
     decays: int = 0
     finished: bool = False
     history: list[dict] = field(default_factory=list)
+    # the method's training phase (Method.end_epoch -> EpochEnd) and where the current one began: a
+    # restarting phase counts its schedule steps and its decay_from_epoch from there
+    phase: int = 0
+    phase_start_epoch: int = 0
+    phase_start_step: int = 0
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -151,6 +161,7 @@ class Trainer:
             return 0
         ckpt = torch.load(self.last_path, map_location=self.device, weights_only=False)
         self.state = TrainState(**ckpt["state"])
+        self.model.phase = self.state.phase
         if "model" in ckpt:  # an unfinished run: everything needed to go on exactly
             self.model.load_state_dict(ckpt["model"])
             if len(ckpt["optimizers"]) != len(self.optimizers):
@@ -204,6 +215,12 @@ class Trainer:
         total, count, steps, skipped_batches, skipped_sentences = 0.0, 0, 0, 0, 0
         logs: dict[str, float] = defaultdict(float)
         self.model.noise = self.noise
+        accepted = [x for x in batches if len(x) >= smallest]
+
+        def sample_batch() -> torch.Tensor:
+            pick = torch.randint(len(accepted), (1,), generator=self.noise, device=self.noise.device)
+            return accepted[int(pick)].to(self.device)
+
         try:
             for x in batches:
                 if len(x) < smallest:  # too few sentences for the method's batch statistics or groups
@@ -211,9 +228,10 @@ class Trainer:
                     skipped_sentences += len(x)
                     continue
                 x = x.to(self.device)
-                ctx = StepContext(kl_weight=self.model.kl_weight(self.state.step, steps_per_epoch, self.training),
+                schedule_step = self.state.step - self.state.phase_start_step
+                ctx = StepContext(kl_weight=self.model.kl_weight(schedule_step, steps_per_epoch, self.training),
                                   optimizers=self.optimizers, clip_grad=self.training.clip_grad,
-                                  step=self.state.step, epoch=self.state.epoch + 1)
+                                  step=self.state.step, epoch=self.state.epoch + 1, sample_batch=sample_batch)
                 terms = self.model.training_step(x, ctx)
                 if not torch.isfinite(terms.loss):
                     raise TrainingDiverged(
@@ -264,7 +282,7 @@ class Trainer:
             atomic_save(self.model.state_dict(), self.best_path)
         else:
             s.bad_epochs += 1
-        if s.epoch >= t.decay_from_epoch and s.bad_epochs >= t.patience:
+        if s.epoch - s.phase_start_epoch >= t.decay_from_epoch and s.bad_epochs >= t.patience:
             s.decays += 1
             s.lr *= t.lr_decay
             s.bad_epochs = 0
@@ -274,6 +292,7 @@ class Trainer:
                     group["lr"] *= t.lr_decay
             record["decayed_to"] = s.lr
             s.finished = s.decays >= t.max_decays and not self.model.needs_all_epochs
+        self._method_end_epoch(record)
         s.finished = s.finished or s.epoch >= t.max_epochs
         s.history.append(record)
         if s.finished:  # best.pt holds the weights that count; the state alone marks the run trained
@@ -288,3 +307,28 @@ class Trainer:
             },
             self.last_path,
         )
+
+    @torch.no_grad()
+    def _method_end_epoch(self, record: dict) -> None:
+        """The method's end-of-epoch hook: its facts join the record; on its request the next phase
+        begins (bench.model.EpochEnd), unless max_epochs is reached."""
+        s, t = self.state, self.training
+        valid = self.corpus.splits["valid"]
+        ctx = EpochContext(epoch=s.epoch, phase=s.phase, phase_epochs=s.epoch - s.phase_start_epoch,
+                           stopping=s.finished or s.epoch >= t.max_epochs, training=t, record=record,
+                           history=s.history,
+                           held_out=lambda: (x.to(self.device) for x in length_batches(valid, t.batch_size)))
+        outcome = self.model.end_epoch(ctx)
+        record.update(outcome.record)
+        if not outcome.next_phase or s.epoch >= t.max_epochs:
+            return
+        s.phase += 1
+        self.model.phase = s.phase
+        if outcome.restart:  # a fresh training from this phase's best weights
+            self.model.load_state_dict(torch.load(self.best_path, map_location=self.device))
+            s.phase_start_epoch, s.phase_start_step = s.epoch, s.step
+            s.best_objective, s.best_epoch, s.bad_epochs, s.decays = math.inf, 0, 0, 0
+            s.lr, s.finished = t.lr, False
+        self.model.begin_phase(s.phase)
+        if outcome.restart:
+            self.optimizers = self.model.configure_optimizers(t)

@@ -206,7 +206,8 @@ def test_overrides_expand_to_run_specs_or_a_bench_error(items, grid):
 
 @FUZZ
 @given(st.sampled_from(registry.names()), st.dictionaries(st.sampled_from(["gamma", "agg", "m", "lam", "kappa",
-                                                                           "beta", "free_bits", "delta", "zz"]),
+                                                                           "beta", "free_bits", "delta", "bank",
+                                                                           "max_inner", "window", "pretrain", "zz"]),
                                                           VALUE, max_size=2))
 def test_registry_resolve_returns_params_or_a_bench_error(name, overrides):
     spec = registry.get(name)

@@ -1,8 +1,10 @@
 """SIGKILL at any moment, then the same CLI command again: the stored metrics are byte-identical to
 those of an uninterrupted run.
 
-Three methods that stress what last.pt must hold: vae (the plain step), dg-vae (a stochastic
-regularizer: the training-noise generator) and aae (two optimizers, two steps per batch). Two kill
+Five methods that stress what last.pt must hold: vae (the plain step), dg-vae (a stochastic
+regularizer: the training-noise generator), aae (two optimizers, two steps per batch), dg-vae-bank
+(a memory bank carried over epochs) and aggressive-vae (an encoder loop on batches drawn by the
+trainer's generator, and a phase that a held-out check ends). Two kill
 points each: mid-epoch (the 3rd step of epoch 2, epoch 1 checkpointed) and between the atomic writes
 of best.pt and last.pt in epoch 2 (best.pt already holds epoch 2's weights, last.pt still epoch 1).
 The processes run once for all cases, in three lanes (one per kill point, one uninterrupted). Every
@@ -22,7 +24,7 @@ import pytest
 import torch
 from vae_collapse_bench.bench.store import RunStore, open_storage
 
-METHODS = ("vae", "dg-vae", "aae")
+METHODS = ("vae", "dg-vae", "aae", "dg-vae-bank", "aggressive-vae")
 KILL_POINTS = ("mid-epoch", "after-best")
 
 CHILD = textwrap.dedent("""
@@ -80,7 +82,7 @@ def _checkpoint(results, method):
 @pytest.fixture(scope="module")
 def lanes(synthetic_root, tmp_path_factory):
     """Runs every process once: per kill point, one killed child per method into one results folder,
-    then one CLI run that resumes all three; and one uninterrupted CLI run. Returns what the tests
+    then one CLI run that resumes them all; and one uninterrupted CLI run. Returns what the tests
     compare, keyed by kill point (or "fresh")."""
     root, threads = tmp_path_factory.mktemp("resume"), torch.get_num_threads()
     env = {**os.environ, "BENCH_DATA": str(synthetic_root), "OMP_NUM_THREADS": str(threads)}

@@ -26,6 +26,8 @@ _API = {
     "Reg": "bench.model",
     "LossTerms": "bench.model",
     "StepContext": "bench.model",
+    "EpochContext": "bench.model",
+    "EpochEnd": "bench.model",
     "descend": "bench.model",
     "Posterior": "bench.posterior",
     "DiagGaussian": "bench.posterior",
