@@ -401,11 +401,27 @@ def _fmt(value) -> str:
 
 
 def cmd_data_fetch(args) -> int:
-    with Progress(TextColumn(f"fetching {args.name}"), BarColumn(), MofNCompleteColumn(),
-                  console=err, disable=args.quiet) as progress:
-        task = progress.add_task("download", total=None)
-        st = data.fetch(args.name, progress=lambda done, total: progress.update(task, completed=done,
-                                                                                total=total))
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    # What it downloads, from where to where, the size, the sha256 and the line counts: on stderr
+    # (the console of the bar, so the two do not garble), the status table on stdout. The bar starts
+    # with the first bytes: nothing of it when nothing is downloaded.
+    bar = Progress(TextColumn(f"fetching {args.name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=err, disable=args.quiet)
+    tasks = []
+
+    def advance(done: int, total: int | None) -> None:
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task("download", total=total))
+        bar.update(tasks[0], completed=done, total=total)
+
+    try:
+        st = data.fetch(args.name, archive=args.archive, progress=advance,
+                        log=lambda line: err.print(line, markup=False, highlight=False))
+    finally:
+        if tasks:
+            bar.stop()
     return _print_status(st)
 
 
@@ -535,9 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="dataset manifests: list, fetch, import, add, stats")
     dsub = p.add_subparsers(dest="data_command", required=True)
     dsub.add_parser("list", help="every manifest with its status").set_defaults(func=cmd_data_list)
-    q = dsub.add_parser("fetch", help="download, verify and unpack a dataset")
+    q = dsub.add_parser("fetch", help="download, verify and unpack a dataset (Google Drive sources need "
+                                      "the drive extra: pip install 'vae-collapse-bench[drive]')")
     q.add_argument("name")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--archive", metavar="FILE", help="an archive you downloaded yourself (e.g. in a browser "
+                                                     "when Google Drive refuses): verified and unpacked")
+    q.add_argument("--quiet", action="store_true", help="log lines without the progress bar")
     q.set_defaults(func=cmd_data_fetch)
     q = dsub.add_parser("import", help="take split files you already have")
     q.add_argument("name")

@@ -435,11 +435,11 @@ def test_fetch_unreachable_and_no_url(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_MANIFESTS", str(tmp_path / "m"))
     port = free_port()
     toy_manifest(tmp_path / "m", f"http://127.0.0.1:{port}/toy.tar.gz")
-    with pytest.raises(BenchError, match=rf"cannot download http://127.0.0.1:{port}/toy.tar.gz.*bench data import toy"):
+    with pytest.raises(BenchError, match=rf"cannot download http://127.0.0.1:{port}/toy.tar.gz.*fetch toy --archive"):
         data.fetch("toy", tmp_path / "root")
-    monkeypatch.delenv("BENCH_MANIFESTS")
-    with pytest.raises(BenchError, match=r"'snli' has no direct download.*bench data import snli FOLDER"):
-        data.fetch("snli", tmp_path / "root")
+    toy_manifest(tmp_path / "m", "")
+    with pytest.raises(BenchError, match=r"'toy' has no direct download.*bench data import toy FOLDER"):
+        data.fetch("toy", tmp_path / "root")
 
 
 def free_port() -> int:

@@ -28,15 +28,14 @@ One job per module, each importing only those before it:
     corpus     Vocab, Split, Corpus, load_corpus, corpus_checksum
     batches    length-bucketed batches
     status     what is on disk (dataset_status) and statistics (corpus_stats)
+    http_download, drive   downloads: resumable HTTP; Google Drive through the optional gdown
     acquire    import, download, verify, extract (import_folder, fetch)
     user       the user's own corpora (add_corpus)
 """
 
 from vae_collapse_bench.bench.data.acquire import (
     DOWNLOAD_DIR,
-    Progress,
     archive_kind,
-    download,
     extract_splits,
     fetch,
     find_split_files,
@@ -70,6 +69,7 @@ from vae_collapse_bench.bench.data.files import (
     sha256_file,
     split_paths,
 )
+from vae_collapse_bench.bench.data.http_download import Progress, download
 from vae_collapse_bench.bench.data.manifest import (
     SPLITS,
     Manifest,

@@ -1,23 +1,24 @@
 """Acquiring data: `bench data import` (split files you already have) and `bench data fetch` (download
 with resume, checked by sha256 or line counts, extracted from an archive), both installing validated
 files into DATA/NAME/ atomically. `bench data add` (bench.data.user) installs through the same steps.
+The downloads themselves: bench.data.http_download (plain URLs) and bench.data.drive (Google Drive,
+through the optional gdown).
 """
 
 from __future__ import annotations
 
-import http.client
 import io
 import os
 import shutil
 import tarfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from vae_collapse_bench.bench.data.drive import download_drive, drive_file_id
 from vae_collapse_bench.bench.data.files import (
     check_file,
     check_split_sizes,
@@ -27,10 +28,11 @@ from vae_collapse_bench.bench.data.files import (
     staging_dir,
     unwritable,
 )
+from vae_collapse_bench.bench.data.http_download import Progress, download
 from vae_collapse_bench.bench.data.manifest import SPLITS, Manifest, get_manifest, import_hint, resolve_root
 from vae_collapse_bench.bench.data.status import DatasetStatus, dataset_status
 from vae_collapse_bench.bench.errors import BenchError, plain
-from vae_collapse_bench.bench.paths import is_dir
+from vae_collapse_bench.bench.paths import is_dir, is_file
 
 DOWNLOAD_DIR = ".download"
 
@@ -123,91 +125,6 @@ def import_folder(name: str, folder: Path, root: Path | None = None) -> DatasetS
 # ----------------------------------------------------------------------------------------- fetch
 
 
-Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
-
-
-def _download_error(url: str, name: str, why: object) -> BenchError:
-    return BenchError(
-        f"cannot download {url}: {why}; check the network and retry (a partial download resumes), "
-        f"or download it yourself and run `bench data import {name} FOLDER`"
-    )
-
-
-def _content_range_start(value: str | None) -> int | None:
-    """The first byte of `Content-Range: bytes START-END/TOTAL`, or None."""
-    if not value or not value.startswith("bytes "):
-        return None
-    try:
-        return int(value[6:].split("-", 1)[0])
-    except ValueError:
-        return None
-
-
-def download(url: str, part: Path, name: str, progress: Progress | None = None,
-             timeout: float = 60.0) -> Path:
-    """Download url into `part`, resuming from the bytes already there.
-
-    With N bytes on disk, asks for `Range: bytes=N-` (plus If-Range with the validator the server
-    gave before, so a changed file restarts instead of splicing). 206 from N: append. 200: the
-    server ignored the range (or the file changed): start over. 416: the part is already complete.
-    A short body (connection dropped) keeps what arrived and asks to run again.
-    """
-    try:
-        part.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BenchError(f"cannot write to {part.parent} ({e.strerror or e}); set BENCH_DATA to a writable "
-                         "folder") from None
-    meta = part.with_name(part.name + ".validator")
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "vae-collapse-bench"})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-        if meta.exists():
-            request.add_header("If-Range", meta.read_text(encoding="utf-8").strip())
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:
-            return part
-        raise _download_error(url, name, f"HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise _download_error(url, name, getattr(e, "reason", e)) from None
-    with response:
-        if response.status == 206 and _content_range_start(response.headers.get("Content-Range")) == have:
-            mode = "ab"
-        elif response.status == 206:  # a range we did not ask for: unusable, start over next time
-            part.unlink(missing_ok=True)
-            raise _download_error(url, name, "the server answered a different byte range")
-        else:
-            mode, have = "wb", 0
-            validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
-            if validator:
-                meta.write_text(validator, encoding="utf-8")
-            else:
-                meta.unlink(missing_ok=True)
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length and length.isdigit() else None
-        broken = False
-        with open(part, mode) as out:
-            try:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    have += len(chunk)
-                    if progress:
-                        progress(have, total)
-            except http.client.IncompleteRead as e:  # keep what arrived: the next run resumes there
-                out.write(e.partial)
-                have, broken = have + len(e.partial), True
-            except (OSError, http.client.HTTPException):
-                broken = True
-    # http.client returns a short body without an error when the peer closes early: compare sizes.
-    if broken or (total is not None and have < total):
-        of = f" of {total}" if total is not None else ""
-        raise _download_error(url, name, f"the connection closed after {have}{of} bytes "
-                                         f"(kept in {part}; run the same command again to resume)")
-    return part
-
-
 def archive_kind(m: Manifest, filename: str) -> str:
     if m.archive:
         return {"tgz": "tar.gz"}.get(m.archive, m.archive)
@@ -241,89 +158,150 @@ def _pick_members(m: Manifest, names: list[str]) -> dict[str, str]:
     return picked
 
 
-def extract_splits(m: Manifest, archive: Path, kind: str, out: Path) -> dict[str, Path]:
+def extract_splits(m: Manifest, archive: Path, kind: str, out: Path) -> tuple[dict[str, Path], dict[str, str]]:
     """Write each split's member to out/SPLIT.txt (only those members are read: nothing else of
-    the archive touches the disk, so its paths cannot escape `out`)."""
-    written = {}
+    the archive touches the disk, so its paths cannot escape `out`). Returns split -> file written
+    and split -> the member it came from (for messages)."""
+    written: dict[str, Path] = {}
     if kind == "plain":
-        names = [archive.name.removesuffix(".part")]
-        picked = _pick_members(m, names)
+        picked = _pick_members(m, [archive.name.removesuffix(".part")])
         for s in picked:
             shutil.copyfile(archive, out / f"{s}.txt")
             written[s] = out / f"{s}.txt"
-        return written
+        return written, picked
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
                 names = [i.filename for i in zf.infolist() if not i.is_dir()]
-                for s, member in _pick_members(m, names).items():
+                picked = _pick_members(m, names)
+                for s, member in picked.items():
                     (out / f"{s}.txt").write_bytes(zf.read(member))
                     written[s] = out / f"{s}.txt"
         else:
             with tarfile.open(archive, "r:*") as tf:
                 files = {i.name: i for i in tf.getmembers() if i.isfile()}
-                for s, member in _pick_members(m, list(files)).items():
+                picked = _pick_members(m, list(files))
+                for s, member in picked.items():
                     with tf.extractfile(files[member]) as src, open(out / f"{s}.txt", "wb") as dst:
                         shutil.copyfileobj(src, dst)
                     written[s] = out / f"{s}.txt"
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, io.UnsupportedOperation) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, io.UnsupportedOperation, zlib.error) as e:
         raise BenchError(
-            f"{archive} is not a readable {kind} archive ({e}); delete it and run the fetch again"
+            f"{archive} is not a readable {kind} archive ({' '.join(str(e).split())}); delete it and run the "
+            "fetch again"
         ) from None
-    return written
+    return written, picked
 
 
-def fetch(name: str, root: Path | None = None, progress: Progress | None = None) -> DatasetStatus:
+Log = Callable[[str], None]  # one line of what fetch does, for the user
+
+
+def _size(path: Path) -> str:
+    n = path.stat().st_size
+    return f"{n:,} bytes ({n / 2**20:.1f} MiB)"
+
+
+def _expected(m: Manifest, split: str) -> str:
+    """Where a split's expected line count comes from, in words."""
+    table = m.paper is not None and getattr(m.paper, split) == m.lines[split]
+    return f"the papers' Table 1, as {m.name}.toml records" if table else f"{m.name}.toml [lines]"
+
+
+def download_to(m: Manifest, folder: Path, progress: Progress | None, say: Log) -> tuple[Path, str]:
+    """Download the manifest's url into `folder` (resuming an earlier partial download): a Google
+    Drive link through gdown (bench.data.drive), any other URL through the resumable HTTP path.
+    Returns the downloaded file and its name as the archive kind is judged by."""
+    file_id = drive_file_id(m.url)
+    if file_id:
+        kind = archive_kind(m, "")
+        filename = m.name + {"tar.gz": ".tar.gz", "zip": ".zip"}.get(kind, ".download")
+        say(f"downloading {m.url} (Google Drive file {file_id}, through gdown) to {folder / filename}")
+        return download_drive(file_id, folder / filename, m.name, progress), filename
+    filename = Path(urllib.parse.urlparse(m.url).path).name or f"{m.name}.download"
+    say(f"downloading {m.url} to {folder / filename}.part")
+    return download(m.url, folder / f"{filename}.part", m.name, progress), filename
+
+
+def install_archive(m: Manifest, root: Path, archive: Path, kind: str, label: str, retry: str,
+                    say: Log) -> None:
+    """Verify `archive` and install its splits into root/NAME/: its sha256 against the manifest's,
+    else every extracted split's line count against the manifest's [lines] (the papers' Table 1 for
+    the lineage's datasets); each split validated like an import, then renamed into place. Nothing
+    is installed unless every check passes. label names the archive's origin in messages."""
+    got = sha256_file(archive)
+    if m.sha256:
+        if got != m.sha256.lower():
+            raise BenchError(f"checksum mismatch for {label}: expected sha256 {m.sha256}, got {got}; {retry}")
+        say(f"sha256 {got}: as {m.name}.toml records")
+    else:
+        say(f"sha256 {got} (no published checksum: the splits are checked by their line counts)")
+    dest = root / m.name
+    staging = staging_dir(root, dest, ".fetch-")
+    try:
+        written, members = extract_splits(m, archive, kind, staging)
+        absent = [s for s in SPLITS if s not in written]
+        if absent:
+            raise BenchError(f"{label} lacks the {', '.join(absent)} split(s) named in {m.name}.toml; {retry}")
+        lengths = {}
+        for s, path in written.items():
+            where = f"{members[s]} in {archive}"
+            lengths[s] = check_file(m.labelled, path, where)
+            n = len(lengths[s])
+            if not m.sha256 and n != m.lines[s]:
+                raise BenchError(
+                    f"{where}: the {s} split has {n:,} lines, expected {m.lines[s]:,} ({_expected(m, s)}); "
+                    f"the download is not the expected release; {retry}"
+                )
+            say(f"{s}: {n:,} lines ({members[s]})" + ("" if m.sha256 else f", as {_expected(m, s)}"))
+        check_split_sizes(m.name, lengths, {s: f"{label}, {s} split" for s in written},
+                          {s: "the download is not a usable release" for s in written})
+        rename_into(written, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def fetch(name: str, root: Path | None = None, progress: Progress | None = None, log: Log | None = None,
+          archive: Path | str | None = None) -> DatasetStatus:
     """Download, check and install a dataset (`bench data fetch NAME`).
 
-    Already complete: nothing is downloaded. Synthetic: generated. The download resumes from
-    root/NAME/.download/FILE.part; it is checked by the manifest's sha256, else by the expected line
-    count of every extracted split; the splits are validated like an import, then renamed into place.
-    On success the download folder is removed.
+    Already complete: nothing is downloaded (unless `archive` is given). Synthetic: generated. The
+    download resumes from root/NAME/.download/ (a Google Drive link through gdown, see
+    bench.data.drive; any other URL through the resumable HTTP path); `archive`: a file the user
+    downloaded, used instead. Then install_archive verifies and installs it; on success the
+    download folder is removed. A download that fails verification stays where it is, never
+    installed, and the message says to delete it. log: called with one line per step (what is
+    downloaded from where to where, its size, the sha256, each split's line count).
     """
     m = get_manifest(name, root)
     _only_plain(m, "fetch")
     root = resolve_root(root)
+    say = log or (lambda _line: None)
     if m.generator:
         generate(m, root)
         return dataset_status(name, root)
     status = dataset_status(name, root)
-    if not status.missing:
+    if not status.missing and archive is None:
+        say(f"{name} is already installed in {root / m.name}; nothing to download")
         return status
+    dest = root / m.name
+    if archive is not None:
+        path = Path(archive).expanduser()
+        if not is_file(path):
+            raise BenchError(f"--archive {plain(str(archive))} is not a file; pass the archive you downloaded "
+                             f"({m.url or 'see source in ' + str(m.path)})")
+        say(f"using {path}, {_size(path)}")
+        install_archive(m, root, path, archive_kind(m, path.name), str(path),
+                        f"check that {path} is the archive of {m.url or name}", say)
+        return dataset_status(name, root)
     if not m.url:
         raise BenchError(
             f"dataset {name!r} has no direct download (where to get it: `source` in "
             f"{m.path}); get the files by hand and {import_hint(m)}"
         )
-    dest = root / m.name
     make_dir(root, dest / DOWNLOAD_DIR)
-    filename = Path(urllib.parse.urlparse(m.url).path).name or f"{m.name}.download"
-    part = download(m.url, dest / DOWNLOAD_DIR / f"{filename}.part", m.name, progress)
-    retry = f"delete {part} and run `bench data fetch {name}` again, or use `bench data import {name} FOLDER`"
-    if m.sha256:
-        got = sha256_file(part)
-        if got != m.sha256.lower():
-            raise BenchError(f"checksum mismatch for {m.url}: expected sha256 {m.sha256}, got {got}; {retry}")
-    staging = staging_dir(root, dest, ".fetch-")
-    try:
-        written = extract_splits(m, part, archive_kind(m, filename), staging)
-        absent = [s for s in SPLITS if s not in written]
-        if absent:
-            raise BenchError(f"{m.url} lacks the {', '.join(absent)} split(s) named in {name}.toml; {retry}")
-        lengths = {}
-        for s, path in written.items():
-            lengths[s] = check_file(m.labelled, path, f"{m.url} ({s} split)")
-            n = len(lengths[s])
-            if not m.sha256 and n != m.lines[s]:
-                raise BenchError(
-                    f"{m.url}: the {s} split has {n} lines, expected {m.lines[s]}; the download is not "
-                    f"the expected release; {retry}"
-                )
-        check_split_sizes(name, lengths, {s: f"{m.url}, {s} split" for s in written},
-                          {s: "the download is not a usable release" for s in written})
-        rename_into(written, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    path, filename = download_to(m, dest / DOWNLOAD_DIR, progress, say)
+    say(f"downloaded {_size(path)}")
+    retry = f"delete {path} and run `bench data fetch {name}` again, or use `bench data import {name} FOLDER`"
+    install_archive(m, root, path, archive_kind(m, filename), m.url, retry, say)
     shutil.rmtree(dest / DOWNLOAD_DIR, ignore_errors=True)
     return dataset_status(name, root)
-
