@@ -40,7 +40,7 @@ KINDS = {
     "loss-only": {"regularizer", "auxiliary_loss", "kl_weight"},
     "posterior-only": {"posterior", "encoder_out_dim"},
     "decoder-changing": {"decoder_input", "decoder_input_dim", "decoder_output", "decoder_output_dim"},
-    "training-strategy": {"configure_optimizers", "training_step"},
+    "training-strategy": {"configure_optimizers", "training_step", "end_epoch", "begin_phase"},
 }
 
 
