@@ -193,50 +193,37 @@ def summarise(outcomes: list[RunOutcome]) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    """One document for every stored profile of the dataset (or the one asked for). Reading only:
-    the storage is opened read-only, nothing is created, a damaged journal is reported."""
-    import optuna
-    from vae_collapse_bench.bench.report import (
-        FORMATS,
-        Leaderboard,
-        failed_notes,
-        render_boards,
-        runs_frame,
-        select_runs,
-    )
-    from vae_collapse_bench.bench.store import RunStore, open_storage, study_name
+    """One document for every stored profile of the dataset (or the one asked for), or one board's
+    folder with --publish. Reading only: the storage is opened read-only, nothing is created, a
+    damaged journal is reported; --from reads a runs export instead of the storage."""
+    from vae_collapse_bench.bench.report import FORMATS, board_from_store, render_boards
 
     if args.format not in FORMATS:
         raise BenchError(f"unknown format {quote(args.format)}: use one of {', '.join(FORMATS)}")
+    if args.publish and args.include_stale:
+        raise BenchError("--publish shows the current config only: drop --include-stale")
+    if args.publish and not (args.profile or args.from_file):
+        raise BenchError("--publish writes one board: give --profile (e.g. --profile quick)")
     output = checked_output(args.output)
-    storage = open_storage(args.storage, results_dir(args), read_only=True)
-    stored = set(optuna.get_all_study_names(storage))
-    profiles = [get_profile(args.profile).name] if args.profile else list(PROFILES)
-    profiles = [p for p in profiles if study_name(args.dataset, p) in stored]
-    if not profiles:
-        raise BenchError(f"no runs stored for dataset {quote(args.dataset)}"
-                         + (f" and profile {args.profile!r}" if args.profile else "")
-                         + f": run `bench run --dataset {args.dataset}` first (or point --storage/--results "
-                           "at the right place)")
     chosen = {m.name for m in registry.select(args.methods)} if args.methods else None
+    reported = reported_rows_and_note() if args.with_reported else None
     boards = {}
-    for p in profiles:
-        store = RunStore(storage, args.dataset, p, create=False)
-        current, note = current_config(args.dataset, get_profile(p), store)
-        runs = runs_frame(store, current)
-        if chosen is not None and not runs.empty:
-            runs = runs[runs["method"].isin(chosen)]
-        shown, stale = select_runs(runs, args.include_stale)
-        if shown.empty:
+    for p, store, current, note in leaderboard_sources(args):
+        board, shown, stale = board_from_store(store, f"{args.dataset} / {p}", current, note, chosen,
+                                               args.include_stale)
+        if board is None:
             older = f" ({stale} of an older config: --include-stale shows them)" if stale else ""
             err.print(f"note: {args.dataset} / {p}: no finished runs of the current config{older}; skipped")
             continue
-        board = Leaderboard.from_runs(shown, f"{args.dataset} / {p}", stale)
-        board.notes += failed_notes(store, current, chosen) + ([note] if note else [])
-        boards[p] = board
+        board.meta = {"bench_version": __version__, "command": " ".join(["bench", *args.argv])}
+        if reported:
+            board.add_reported(*reported)
+        boards[p] = (board, shown, stale, store, current)
     if not boards:
         raise BenchError(f"no finished runs to show for dataset {quote(args.dataset)}: run `bench run` first")
-    text = render_boards(boards, args.format, args.dataset)
+    if args.publish:
+        return publish_board(args, *next(iter(boards.items())))
+    text = render_boards({p: b[0] for p, b in boards.items()}, args.format, args.dataset)
     text = text if text.endswith("\n") else text + "\n"
     if output:
         try:
@@ -246,6 +233,142 @@ def cmd_leaderboard(args) -> int:
         out.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def leaderboard_sources(args) -> list[tuple]:
+    """(profile, store, current config key, note) per board: the storage's studies of the dataset
+    (the profile asked for, or every profile), or the one study of a --from export."""
+    import optuna
+    from vae_collapse_bench.bench.store import RunStore, open_storage, study_name
+
+    if args.from_file:
+        from vae_collapse_bench.bench.export import read_export
+
+        store = read_export(args.from_file)
+        if store.dataset != args.dataset or (args.profile and store.profile != args.profile):
+            raise BenchError(f"--from {plain(args.from_file)} holds {store.dataset} / {store.profile}, not "
+                             f"{args.dataset}" + (f" / {args.profile}" if args.profile else ""))
+        return [(store.profile, store, store.current_config, "")]
+    storage = open_storage(args.storage, results_dir(args), read_only=True)
+    stored = set(optuna.get_all_study_names(storage))
+    profiles = [get_profile(args.profile).name] if args.profile else list(PROFILES)
+    profiles = [p for p in profiles if study_name(args.dataset, p) in stored]
+    if not profiles:
+        raise BenchError(f"no runs stored for dataset {quote(args.dataset)}"
+                         + (f" and profile {args.profile!r}" if args.profile else "")
+                         + f": run `bench run --dataset {args.dataset}` first (or point --storage/--results "
+                           "at the right place)")
+    sources = []
+    for p in profiles:
+        store = RunStore(storage, args.dataset, p, create=False)
+        sources.append((p, store, *current_config(args.dataset, get_profile(p), store)))
+    return sources
+
+
+def reported_rows_and_note() -> tuple[list[dict], str]:
+    """The paper's Table 2 rows for --with-reported and the footnote that says what they are."""
+    from vae_collapse_bench.bench.reported import paper_facts, reported_rows
+
+    rows, facts = reported_rows(), paper_facts()
+    return rows, (f"Rows marked reported are the {facts.table} of {facts.citation}, typed in from the paper "
+                  f"(dataset {facts.dataset_family}, the paper's protocol): set beside ours, they are comparable "
+                  "only on that dataset and profile; their bold is the paper's own.")
+
+
+def publish_board(args, profile_name: str, entry: tuple) -> int:
+    """--publish: the board's folder under --publish-dir and the index there (bench.publish)."""
+    from vae_collapse_bench.bench.publish import Publication, publish
+
+    board, shown, stale, store, current = entry
+    load = None if args.from_file else (lambda: data.load_corpus(args.dataset))
+    pub = Publication(args.dataset, get_profile(profile_name), board, shown, store, current, stale, __version__,
+                      load, args.device)
+    root = Path(args.publish_dir)
+    written = publish(pub, root)
+    out.print(f"published {args.dataset} / {profile_name} in {root / args.dataset / profile_name} "
+              f"({len(written)} files, index {written[-1]})")
+    for note in pub.notes:
+        err.print(f"note: {note}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    """One training run in full: identity, config, history, evaluations, provenance (bench.show)."""
+    import optuna
+    from vae_collapse_bench.bench.show import find_run, render, run_document
+    from vae_collapse_bench.bench.store import RunStore, open_storage
+
+    if args.format not in ("text", "json"):
+        raise BenchError(f"unknown format {quote(args.format)}: use text or json")
+    if args.from_file:
+        from vae_collapse_bench.bench.export import read_export
+
+        stores = [read_export(args.from_file)]
+    else:
+        storage = open_storage(args.storage, results_dir(args), read_only=True)
+        names = [n.split("/", 2) for n in optuna.get_all_study_names(storage) if n.count("/") == 2]
+        stores = [RunStore(storage, d, p, create=False) for kind, d, p in names if kind == "runs"]
+    key, records = find_run(stores, args.run_key)
+    sys.stdout.write(render(run_document(key, records), args.format))
+    return 0
+
+
+def board_runs(args, profile):
+    """The store of args.dataset / profile and the runs its board shows (current config, each
+    training run once, --methods applied); a BenchError when there are none."""
+    from vae_collapse_bench.bench.report import runs_frame, select_runs
+
+    store = stored_study(args, profile.name)
+    current, _ = current_config(args.dataset, profile, store)
+    runs, _ = select_runs(runs_frame(store, current))
+    if getattr(args, "only", None) and not runs.empty:
+        runs = runs[runs["method"].isin({m.name for m in registry.select(args.only)})]
+    if runs.empty:
+        raise BenchError(f"no finished runs of the current config for {args.dataset} / {profile.name}: run "
+                         f"`bench run --dataset {args.dataset} --profile {profile.name}` first")
+    return store, runs
+
+
+def cmd_plot_tradeoff(args) -> int:
+    """priorLL against postLL per method across its grid, with the Pareto front (PNG and SVG)."""
+    from vae_collapse_bench.bench.plots import save, tradeoff_figure
+    from vae_collapse_bench.bench.tradeoff import pareto_front, tradeoff_points
+
+    profile = get_profile(args.profile)
+    out_dir = writable_folder(args.out)
+    _, runs = board_runs(args, profile)
+    points = tradeoff_points(runs)
+    title = f"priorLL vs postLL: {args.dataset} / {profile.name}"
+    for path in save(tradeoff_figure(points, title), out_dir / f"tradeoff-{args.dataset}-{profile.name}"):
+        out.print(f"wrote {path}")
+    front = pareto_front(points)
+    out.print(f"Pareto front ({len(front)} of {len(points)} settings): "
+              + ", ".join(f"{r.method}[{r.setting}]" for r in front.itertuples()))
+    return 0
+
+
+def cmd_plot_latent(args) -> int:
+    """The paper's Figure 4 for chosen methods, from their stored checkpoints (PNG and SVG)."""
+    from vae_collapse_bench.bench.latent import choose_runs, parse_choices, run_panels
+    from vae_collapse_bench.bench.plots import latent_figure, save
+
+    profile = get_profile(args.profile)
+    check_device(args.device)
+    choices = parse_choices(args.methods)
+    if args.sentences is not None and args.sentences < 2:
+        raise BenchError(f"--sentences must be at least 2, got {args.sentences}")
+    out_dir = writable_folder(args.out)
+    store, runs = board_runs(args, profile)
+    chosen = choose_runs(runs, choices, args.seed)
+    corpus = data.load_corpus(args.dataset)
+    attrs = {t.number: t.user_attrs for t in store.trials()}
+    panels = run_panels(chosen, attrs, corpus, profile, args.device, args.sentences)
+    stem = out_dir / f"latent-{args.dataset}-{profile.name}"
+    for path in save(latent_figure(panels, f"{args.dataset} / {profile.name}"), stem):
+        out.print(f"wrote {path}")
+    for p in panels:
+        out.print(f"  {p.title}: dims {p.dims[0]} and {p.dims[1]}, N = {p.n:,}, peak density {p.density.max():.3g}")
     return 0
 
 
@@ -367,6 +490,72 @@ def cmd_perf(args) -> int:
     out.print(perf.benchmark(args.methods, args.baseline, args.repeats, args.warmup, args.quick, device,
                              command=" ".join(["bench", *sys.argv[1:]])))
     return 0
+
+
+def cmd_interpolate(args) -> int:
+    """Decode stored checkpoints along DG-VAE Eq. 14 and print each run's Rouge-L curve (and examples)."""
+    from vae_collapse_bench.bench.interpolation_report import interpolate_stored, report
+
+    profile = get_profile(args.profile)
+    check_device(args.device)
+    if args.pairs is not None and args.pairs < 1:
+        raise BenchError(f"--pairs must be at least 1, got {args.pairs}")
+    if args.show < 0:
+        raise BenchError(f"--show must be 0 or more, got {args.show}")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise BenchError(f"--seed must be an integer from 0 to 2**63 - 1, got {plain(str(args.seed))}")
+    methods = [m.name for m in registry.select(args.methods)]
+    corpus = data.load_corpus(args.dataset)
+    store = stored_study(args, profile.name)
+    results, note = interpolate_stored(store, corpus, profile, methods, args.methods.strip() != "all",
+                                       results_dir(args), args.pairs, args.seed, args.device)
+    if note:
+        err.print(note)
+    out.print(report(results, corpus, args.show))
+    return 0
+
+
+def stored_study(args, profile: str):
+    """The RunStore of args.dataset / profile, opened read-only; a BenchError when nothing is stored."""
+    import optuna
+    from vae_collapse_bench.bench.store import RunStore, open_storage, study_name
+
+    storage = open_storage(args.storage, results_dir(args), read_only=True)
+    if study_name(args.dataset, profile) not in optuna.get_all_study_names(storage):
+        raise BenchError(f"no runs stored for dataset {quote(args.dataset)} and profile {profile!r}: run "
+                         f"`bench run --dataset {args.dataset} --profile {profile}` first (or point "
+                         "--storage/--results at the right place)")
+    return RunStore(storage, args.dataset, profile, create=False)
+
+
+def cmd_plot_interpolation(args) -> int:
+    """The stored interpolation curves as the paper's Figure 5 (PNG and SVG); decodes nothing."""
+    from vae_collapse_bench.bench.interpolation_report import plot_curves, stored_curves
+
+    profile = get_profile(args.profile)
+    chosen = {m.name for m in registry.select(args.methods)} if args.methods else None
+    out_dir = writable_folder(args.out)
+    store = stored_study(args, profile.name)
+    current, _ = current_config(args.dataset, profile, store)
+    curves = stored_curves(store, current, chosen)
+    if not curves:
+        raise BenchError(f"no interpolation curves stored for {args.dataset} / {profile.name} (current config): "
+                         f"run `bench evaluate --dataset {args.dataset} --profile {profile.name}` (stored "
+                         "checkpoints are evaluated again, nothing is retrained)")
+    title = f"Interpolation (Eq. 14): {args.dataset} / {profile.name}"
+    for path in plot_curves(curves, title, out_dir / f"interpolation-{args.dataset}-{profile.name}"):
+        out.print(f"wrote {path}")
+    return 0
+
+
+def writable_folder(path: str) -> Path:
+    """--out DIR: created if missing; refused up front (before any work) when it cannot be."""
+    target = Path(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create --out {plain(path)}: {exc.strerror or exc}") from None
+    return target
 
 
 def cmd_data_list(args) -> int:
@@ -512,6 +701,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="only these methods (comma-separated names or `all`)")
     p.add_argument("--include-stale", action="store_true",
                    help="also show runs of older configs, each config in rows of its own")
+    p.add_argument("--with-reported", action="store_true",
+                   help="show the DG-VAE paper's Table 2 Yahoo rows beside ours, marked reported")
+    p.add_argument("--publish", action="store_true",
+                   help="write the board's folder <publish-dir>/<dataset>/<profile>/ (README, csv, json, tex, "
+                        "html, figures, runs export) and update the index")
+    p.add_argument("--publish-dir", default="leaderboards", help="root of published boards (default: ./leaderboards)")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="aggregate a runs export (runs.jsonl of a published board) instead of the storage")
+    p.add_argument("--device", default="cpu", help="for the latent pictures of --publish")
     storage_options(p)
     p.set_defaults(func=cmd_leaderboard)
 
@@ -547,6 +745,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the quick backbone only")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when visible, else cpu)")
     p.set_defaults(func=cmd_perf)
+
+    p = sub.add_parser("interpolate", help="decode stored checkpoints along z = (1-lambda) mu_a + lambda mu_b "
+                                           "(DG-VAE Eq. 14): Rouge-L curves and example sentences")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--methods", default="all", help="`all` or comma-separated names (each must have a stored run)")
+    p.add_argument("--pairs", type=int, help="pairs of equal-length test sentences (default: the profile's)")
+    p.add_argument("--seed", type=int, help="seed of the pair selection (default: the profile's)")
+    p.add_argument("--show", type=int, default=0, metavar="K", help="print K example interpolations per run")
+    p.add_argument("--device", default="cpu")
+    storage_options(p)
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("plot", help="figures from stored results (PNG and SVG)")
+    psub = p.add_subparsers(dest="plot_command", required=True)
+    q = psub.add_parser("interpolation", help="Rouge-L along the interpolation path (the paper's Figure 5)")
+    q.add_argument("--dataset", required=True)
+    q.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
+    q.add_argument("--methods", help="only these methods (comma-separated names or `all`)")
+    q.add_argument("--out", default="plots", help="folder for the figure files (default: ./plots)")
+    storage_options(q)
+    q.set_defaults(func=cmd_plot_interpolation)
+    q = psub.add_parser("tradeoff", help="priorLL against postLL, a curve per method across its grid, with "
+                                         "the Pareto front (the paper's Figures 2 and 3)")
+    q.add_argument("--dataset", required=True)
+    q.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
+    q.add_argument("--methods", dest="only", help="only these methods (comma-separated names or `all`)")
+    q.add_argument("--out", default="plots", help="folder for the figure files (default: ./plots)")
+    storage_options(q)
+    q.set_defaults(func=cmd_plot_tradeoff)
+    q = psub.add_parser("latent", help="aggregated posterior density and posterior centres on the two dims of "
+                                       "largest variance (the paper's Figure 4), from stored checkpoints")
+    q.add_argument("--dataset", required=True)
+    q.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
+    q.add_argument("--methods", required=True, help="comma-separated names, each optionally with a setting: "
+                                                    "vae,bn-vae[gamma=0.6],dg-vae (default setting, lowest seed)")
+    q.add_argument("--seed", type=int, help="the seed of each run (default: the lowest stored)")
+    q.add_argument("--sentences", type=int, help="encode at most this many test sentences (default: the "
+                                                 "profile's evaluated test split)")
+    q.add_argument("--out", default="plots", help="folder for the figure files (default: ./plots)")
+    q.add_argument("--device", default="cpu")
+    storage_options(q)
+    q.set_defaults(func=cmd_plot_latent)
+
+    p = sub.add_parser("show", help="one run in full: identity, config, per-epoch history, evaluations, "
+                                    "provenance")
+    p.add_argument("run_key", help="a training key (or 6+ leading characters) from a board's run_keys")
+    p.add_argument("--format", default="text", help="text or json")
+    p.add_argument("--from", dest="from_file", metavar="FILE", help="read a runs export instead of the storage")
+    storage_options(p)
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("data", help="dataset manifests: list, fetch, import, add, stats")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -587,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(argv)
         return args.func(args)
     except BenchError as exc:
         err.print(f"error: {exc}", soft_wrap=True)

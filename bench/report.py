@@ -9,7 +9,6 @@ Every row keeps the run keys it aggregates, so each number traces back to its tr
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from vae_collapse_bench.bench.errors import BenchError, quote
 from vae_collapse_bench.bench.store import RunStore
 
 METRICS = ["priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL"]
+META_COLUMNS = ("bench_version", "command")  # Leaderboard.meta entries the csv and json formats carry
 FORMATS = ("md", "csv", "json", "latex", "html")
 # The paper's thresholds (DG-VAE, Table 2 caption) at D = 32 and N = 10^4 test sentences. AU and CU
 # count dimensions: scaled by D / 32. MI is bounded by log N, not by D (the paper's 9.0 is
@@ -48,11 +48,28 @@ def runs_frame(store: RunStore, current_config: str | None = None) -> pd.DataFra
             "au_comparable": a.get("au_comparable", True),
             "history": _fingerprint(a.get("history", [])),
             "wall_time_s": a.get("wall_time_s"), "trial": t.number,
+            "resolved_config": json.dumps(a.get("config", {}), sort_keys=True),
         })
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["current"] = True if current_config is None else frame["config_key"] == current_config
     return frame
+
+
+def board_from_store(store, title: str, current_config: str | None, note: str = "",
+                     methods: set[str] | None = None, include_stale: bool = False
+                     ) -> tuple[Leaderboard | None, pd.DataFrame, int]:
+    """(the board of a store's current-config runs or None when it has none, the runs it shows, the
+    number of stale runs left out). `store` is a RunStore or an export read back (bench.export)."""
+    runs = runs_frame(store, current_config)
+    if methods is not None and not runs.empty:
+        runs = runs[runs["method"].isin(methods)]
+    shown, stale = select_runs(runs, include_stale)
+    if shown.empty:
+        return None, shown, stale
+    board = Leaderboard.from_runs(shown, title, stale)
+    board.notes += failed_notes(store, current_config, methods) + ([note] if note else [])
+    return board, shown, stale
 
 
 def failed_notes(store: RunStore, current_config: str | None, methods: set[str] | None = None) -> list[str]:
@@ -109,18 +126,32 @@ def _labels(cells: list[dict]) -> str:
     return ", ".join(f"{c['method']} [{c['setting']}]" for c in cells)
 
 
+def in_paper_order(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs sorted so that rows come grouped by family, families in the paper's order and settings in
+    their grid's order (`bench.reported.row_order`); stable, so seeds keep their order."""
+    from vae_collapse_bench.bench.reported import row_order
+
+    keys = [row_order(m, s) for m, s in zip(runs["method"], runs["setting"])]
+    return runs.iloc[sorted(range(len(runs)), key=keys.__getitem__)]
+
+
 @dataclass
 class Leaderboard:
-    """Aggregated results: `table` has columns (metric, "mean"|"std") plus n, N and run_keys.
+    """Aggregated results: `table` has columns (metric, "mean"|"std") plus n, N, run_keys, seeds
+    and the config (key and resolved) of each row.
 
     `notes` are the board's footnotes: the bold rules as applied, caveats of some rows (vMF AU),
-    rows whose metrics coincide and why, and the runs of other configs that are not shown.
+    rows whose metrics coincide and why, and the runs of other configs that are not shown. `meta`
+    (bench_version, command) goes into the csv and json formats; `reported` holds the paper's rows
+    shown beside ours (`add_reported`).
     """
 
     table: pd.DataFrame
     latent_dim: int | None
     title: str = ""
     notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    reported: list[dict] = field(default_factory=list)
 
     @classmethod
     def from_runs(cls, runs: pd.DataFrame, title: str = "", stale: int = 0) -> Leaderboard:
@@ -133,12 +164,18 @@ class Leaderboard:
         keys = ["method", "setting"] + (["config"] if "config" in runs.columns
                                         and runs["config"].nunique() > 1 else [])
         metrics = [m for m in METRICS if m in runs.columns]
+        runs = in_paper_order(runs)
         grouped = runs.groupby(keys, sort=False)
         table = grouped[metrics].agg(["mean", "std"])
         table[("n", "")] = grouped.size()
         table[("N", "")] = grouped["N"].min()
         table[("au_comparable", "")] = grouped["au_comparable"].all()
         table[("run_keys", "")] = grouped["run_key"].agg(lambda s: " ".join(s))
+        if "seed" in runs.columns:
+            table[("seeds", "")] = grouped["seed"].agg(lambda s: " ".join(map(str, s)))
+        for column in ("config_key", "resolved_config"):
+            if column in runs.columns:
+                table[(column, "")] = grouped[column].agg(lambda s: " ".join(dict.fromkeys(s)))
         dims = runs["D"].dropna().unique()
         board = cls(table, int(dims[0]) if len(dims) == 1 else None, title)
         board.notes = board._footnotes(runs, grouped, stale)
@@ -174,7 +211,10 @@ class Leaderboard:
         for metric in ("AU", "CU"):
             if (limit := self.threshold(metric)) is not None:
                 rules.append(f"{metric} >= {limit:g} (30 x D / 32, D = {self.latent_dim})")
-        notes.append("Bold: the paper's rules scaled to this board: " + "; ".join(rules) + ".")
+        from vae_collapse_bench.bench.reported import paper_facts
+
+        notes.append("Bold: the paper's rules scaled to this board: " + "; ".join(rules)
+                     + f" (the paper's rule: {paper_facts().bold_rule}).")
         if not runs["au_comparable"].all():
             notes.append("AU of vMF rows follows Burda et al. (Var over x of E_q[z], with E_q[z] = "
                          "A_d(kappa) mu, not the unit mean direction mu of the public DG-VAE code) and is "
@@ -214,14 +254,41 @@ class Leaderboard:
                 notes.append(f"Rows {_labels(same)} {why}.")
         return notes
 
-    def cells(self) -> list[dict]:
-        """`mean ± std` strings per row (std shown as – with a single seed), with their bold flags."""
+    def add_reported(self, rows: list[dict], note: str) -> None:
+        """Show the paper's rows (dicts: paper_name, method, setting, the numbers as printed, and
+        optionally `bold`, the metrics the paper set in bold) beside ours, marked "reported"."""
+        self.reported = [dict(r) for r in rows]
+        self.notes.append(note)
+
+    def cells(self, reported: bool = True) -> list[dict]:
+        """`mean ± std` strings per row (std shown as – with a single seed), with their bold flags;
+        each reported row follows the measured rows of its method and setting (`source`)."""
+        out = self._measured_cells()
+        return self._with_reported(out) if reported and self.reported else out
+
+    def _with_reported(self, measured: list[dict]) -> list[dict]:
+        from vae_collapse_bench.bench.reported import row_order
+
+        entries = [((row_order(c["method"], c["key"][1]), 0, i), c) for i, c in enumerate(measured)]
+        for j, row in enumerate(self.reported):
+            cells = {"method": row["method"], "setting": row["setting"], "key": None, "source": "reported",
+                     "paper_name": row.get("paper_name", "")}
+            bold = set(row.get("bold", []))
+            for m in self.metrics:
+                value = row.get(m)
+                digits = 0 if m in ("AU", "CU") and value is not None and float(value).is_integer() else 2
+                cells[m] = ("–" if value is None else fixed(float(value), digits), m in bold)
+            cells["n"] = ("–", False)
+            entries.append(((row_order(row["method"], row["setting"]), 1, j), cells))
+        return [c for _, c in sorted(entries, key=lambda e: e[0])]
+
+    def _measured_cells(self) -> list[dict]:
         out = []
         for key, row in self.table.iterrows():
             method, setting = key[0], key[1]
             if len(key) > 2 and key[2] != "current":
                 setting = f"{setting} (config {key[2]})"
-            cells = {"method": method, "setting": setting, "key": key}
+            cells = {"method": method, "setting": setting, "key": key, "source": "measured"}
             n_test, comparable = int(row[("N", "")]), bool(row[("au_comparable", "")])
             for m in self.metrics:
                 mean, std = row[(m, "mean")], row[(m, "std")]
@@ -235,28 +302,39 @@ class Leaderboard:
         return out
 
     def flat(self) -> pd.DataFrame:
-        """Machine-readable: one column per metric mean and std, plus n, N and run_keys."""
+        """Machine-readable: one column per metric mean and std, plus n, N, run_keys, seeds, config_key
+        and resolved_config (JSON); with reported rows, a `source` column tells them apart."""
         flat = self.table.copy()
         flat.columns = [f"{m}_{s}" if s else m for m, s in flat.columns]
-        return flat.reset_index()
+        flat = flat.reset_index()
+        if not self.reported:
+            return flat
+        paper = pd.DataFrame([{"method": r["method"], "setting": r["setting"], "source": "reported",
+                               "paper_name": r.get("paper_name", ""),
+                               **{f"{m}_mean": r[m] for m in self.metrics if m in r}} for r in self.reported])
+        return pd.concat([flat.assign(source="measured"), paper], ignore_index=True)
 
     def render(self, fmt: str = "md") -> str:
         if fmt not in FORMATS:
             raise BenchError(f"unknown format {quote(fmt)}: use one of {', '.join(FORMATS)}")
         if fmt == "csv":
-            return self.flat().to_csv(index=False)
+            return self.flat().assign(**{k: self.meta[k] for k in META_COLUMNS if k in self.meta}).to_csv(index=False)
         if fmt == "json":
             records = json.loads(self.flat().to_json(orient="records"))
-            return json.dumps({"title": self.title, "latent_dim": self.latent_dim, "rows": records,
-                               "notes": self.notes}, indent=2)
+            for record in records:
+                if isinstance(record.get("resolved_config"), str):
+                    record["resolved_config"] = json.loads(record["resolved_config"])
+            return json.dumps({"title": self.title, "latent_dim": self.latent_dim,
+                               **{k: self.meta[k] for k in META_COLUMNS if k in self.meta},
+                               "rows": records, "notes": self.notes}, indent=2)
         return {"md": self._markdown, "latex": self._latex, "html": self._html}[fmt]()
 
     def _header(self) -> list[str]:
-        return ["method", "setting", *self.metrics, "n"]
+        return ["method", "setting", *(["source"] if self.reported else []), *self.metrics, "n"]
 
     def _rows(self, bold, escape=lambda text: text) -> list[list[str]]:
         """Cells as text; `bold(escaped_text, is_bold)` marks the paper's bold rule."""
-        return [[escape(c["method"]), escape(c["setting"]),
+        return [[escape(c["method"]), escape(c["setting"]), *([c["source"]] if self.reported else []),
                  *[bold(escape(c[m][0]), c[m][1]) for m in self.metrics], c["n"][0]]
                 for c in self.cells()]
 
@@ -275,7 +353,9 @@ class Leaderboard:
         rows = self._rows(lambda text, b: rf"\textbf{{{text}}}" if b else text, esc)
         lines = [r"\begin{tabular}{ll" + "r" * (len(self._header()) - 2) + "}", r"\toprule",
                  " & ".join(esc(h) for h in self._header()) + r" \\", r"\midrule"]
-        lines += [" & ".join(r) + r" \\" for r in rows]
+        for i, r in enumerate(rows):  # a rule between families
+            lines += [r"\midrule"] if i and r[0] != rows[i - 1][0] else []
+            lines.append(" & ".join(r) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
         lines += [r"\par\noindent\footnotesize " + esc(note) for note in self.notes]
         return "\n".join(lines) + "\n"
@@ -284,26 +364,17 @@ class Leaderboard:
         return html_page(self.title, [self])
 
     def html_section(self, heading: str = "h1") -> str:
-        """The board as an HTML heading, table and numbered notes (a fragment of a page)."""
-        rows = self._rows(lambda text, b: f"<b>{text}</b>" if b else text, html.escape)
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self._header())
-        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-        notes = "".join(f"<li>{html.escape(note)}</li>" for note in self.notes)
-        return (f"<{heading}>{html.escape(self.title)}</{heading}><table><thead><tr>{head}</tr></thead>"
-                f"<tbody>{body}</tbody></table><ol>{notes}</ol>")
+        """The board as an HTML heading, sortable table (rows grouped by family) and numbered notes."""
+        from vae_collapse_bench.bench.webpage import board_section
+
+        return board_section(self, heading)
 
 
 def html_page(title: str, boards: list[Leaderboard]) -> str:
-    heading = "h1" if len(boards) == 1 else "h2"
-    sections = "".join(b.html_section(heading) for b in boards)
-    top = "" if len(boards) == 1 else f"<h1>{html.escape(title)}</h1>"
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
-        f"{html.escape(title)}</title><style>body{{font-family:sans-serif}}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:right}td:first-child,td:nth-child(2){text-align:left}</style></head><body>"
-        f"{top}{sections}</body></html>\n"
-    )
+    """One self-contained page (bench.webpage): sortable tables, rows grouped by family, no network."""
+    from vae_collapse_bench.bench.webpage import page
+
+    return page(title, boards)
 
 
 def render_boards(boards: dict[str, Leaderboard], fmt: str, title: str) -> str:

@@ -226,7 +226,7 @@ def test_a_leaderboard_over_several_profiles_is_one_document(bench_env, capsys, 
     frame = pd.read_csv(io.StringIO(out))
     assert list(frame["profile"]) == ["smoke", "smoke2"] and out.count("method") == 1
     code, out, _ = run(capsys, "leaderboard", "--dataset", "synthetic", "--format", "html")
-    assert out.count("<html>") == 1 and out.count("<table>") == 2
+    assert out.count("<html") == 1 and out.count("<table") == 2
 
 
 def test_an_unwritable_results_folder_is_refused_before_any_work(bench_env, capsys, tmp_path):

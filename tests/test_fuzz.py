@@ -44,6 +44,10 @@ RUN = ["run", "--dataset", "synthetic", "--profile", "smoke", "--methods", "vae"
 BOARD = ["leaderboard", "--dataset", "synthetic"]
 EVAL = ["evaluate", "--dataset", "synthetic", "--profile", "smoke"]
 PERF = ["perf", "--methods", "vae", "--quick", "--repeats", "1", "--warmup", "0"]
+PUBLISH = ["leaderboard", "--dataset", "synthetic", "--profile", "smoke", "--publish"]
+PLOT_TRADEOFF = ["plot", "tradeoff", "--dataset", "synthetic", "--profile", "smoke"]
+PLOT_LATENT = ["plot", "latent", "--dataset", "synthetic", "--profile", "smoke", "--methods", "vae"]
+SHOW = ["show", "abcdef123456"]
 
 
 def _with(base: list[str], option: str) -> list[str]:
@@ -75,6 +79,14 @@ TEMPLATES = {
     "store-repair--storage": ["store", "repair", "--storage", "{V}"],
     "store-bad-command": ["store", "{V}"],
     **{f"perf{opt}": _with(PERF, opt) for opt in ("--methods", "--baseline", "--repeats", "--warmup", "--device")},
+    **{f"leaderboard-publish{opt}": _with(PUBLISH, opt) for opt in ("--publish-dir", "--from", "--device")},
+    "leaderboard--from": BOARD + ["--from", "{V}"],
+    **{f"plot-tradeoff{opt}": _with(PLOT_TRADEOFF, opt) for opt in ("--dataset", "--profile", "--methods", "--out",
+                                                                    "--results", "--storage")},
+    **{f"plot-latent{opt}": _with(PLOT_LATENT, opt) for opt in ("--dataset", "--profile", "--methods", "--seed",
+                                                                "--sentences", "--out", "--device", "--storage")},
+    "show-key": ["show", "{V}"],
+    **{f"show{opt}": _with(SHOW, opt) for opt in ("--format", "--from", "--results", "--storage")},
     "data-list": ["data", "list", "{V}"],
     "data-stats": ["data", "stats", "{V}"],
     "data-fetch": ["data", "fetch", "{V}", "--quiet"],
