@@ -338,4 +338,5 @@ TRAINING_ATTRS = ("epochs", "best_epoch", "decays", "best_valid_objective", "his
 
 def _eval_attrs(result: EvalResult) -> dict[str, Any]:
     return {"metrics": result.metrics, "eval_seconds": result.timings, "eval_sizes": result.sizes,
-            "posterior_family": result.family, "au_comparable": result.au_comparable}
+            "posterior_family": result.family, "au_comparable": result.au_comparable,
+            "interpolation": result.interpolation}

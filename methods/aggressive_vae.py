@@ -118,13 +118,14 @@ class AggressiveVAE(GaussianMethod):
         ctx (a bare StepContext), every inner step uses x."""
         rule, batch = InnerLoopRule(self.params.window), x
         for step in range(1, self.params.max_inner + 1):
+            if step > 1 and ctx.sample_batch is not None:
+                batch = ctx.sample_batch()
             terms = self.loss(batch, ctx.kl_weight)
             descend(terms.loss, [optimizer], ctx.clip_grad)
             tokens = batch.shape[0] * (batch.shape[1] - 1)  # predicted tokens: </s> counted, <s> not
-            if rule.update(terms.loss.item() * batch.shape[0], tokens) or step == self.params.max_inner:
-                return step
-            batch = ctx.sample_batch() if ctx.sample_batch is not None else x
-        raise AssertionError("unreachable")
+            if rule.update(terms.loss.item() * batch.shape[0], tokens):
+                break
+        return step
 
     def held_out_mi(self, batches) -> float:
         """I_q(x; z) over the held-out batches (module docstring)."""
