@@ -47,6 +47,8 @@ class Evaluation:
     priorLL/postLL (paper: 8 + 8). iw_samples: K of IW-NLL (paper: 500). mi_samples: draws per
     datapoint of the Hoffman-Johnson MI estimate. max_logits bounds one decoder pass: it sees at most
     max_logits / (T * V) sequences, so memory stays fixed whatever K, T and the vocabulary are.
+    interpolation_pairs: pairs of equal-length test sentences for the Rouge-L interpolation curve
+    (DG-VAE Eq. 14; bench.interpolate), chosen by interpolation_seed; 0 leaves Rouge-L out.
     """
 
     ll_samples_per_component: int = 8
@@ -59,6 +61,8 @@ class Evaluation:
     batch_size: int = 64
     max_logits: int = 2**26
     max_test: int | None = None
+    interpolation_pairs: int = 1000
+    interpolation_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ PROFILES: dict[str, Profile] = {
             Training(max_epochs=2, anneal_epochs=1, patience=1, decay_from_epoch=1, max_decays=1,
                      max_train=256, max_valid=64),
             Evaluation(ll_samples_per_component=2, iw_samples=8, mi_samples=2, cu_grid_points=801,
-                       max_test=64),
+                       max_test=64, interpolation_pairs=16),
             Backbone(16, 32, 32, latent_dim=8),
             "seconds per run, for tests: it exercises every code path (training, decay, evaluation, "
             "storage) and shows nothing about the methods; its numbers are never results",

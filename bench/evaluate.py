@@ -4,8 +4,9 @@ every method (it touches the latent space only through `Posterior`).
 Per length-bucketed batch: encode, then the mixture-proposal samples of priorLL/postLL and the K
 importance samples of IW-NLL, each pushed through the decoder as one batched pass (cut only to
 bound memory). Whole-split statistics (MI, AU, CU) run afterwards on the N stored posteriors, in
-chunks over N. Sampling uses a generator seeded from the run seed, so evaluation is reproducible
-independently of the training RNG.
+chunks over N; then the interpolation curve (bench.interpolate: greedy decoding along DG-VAE Eq. 14,
+Rouge-L) on pairs of equal-length sentences of the split. Sampling uses a generator seeded from
+the run seed, so evaluation is reproducible independently of the training RNG.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import torch
 from vae_collapse_bench.bench import metrics
 from vae_collapse_bench.bench.config import Evaluation
 from vae_collapse_bench.bench.data import Split, length_batches
+from vae_collapse_bench.bench.interpolate import interpolate_split
 from vae_collapse_bench.bench.model import Method
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation draws never share a stream with training
 # Part of every eval key (bench.identity): bump it whenever a change here alters any metric's value,
 # so stored checkpoints are evaluated again instead of mixing old and new numbers on one board.
-EVALUATOR_VERSION = "2"
+EVALUATOR_VERSION = "3"  # 3: Rouge-L of the interpolation curve
 
 
 @dataclass
@@ -34,7 +36,9 @@ class EvalResult:
     """What `evaluate` measured. `family` is the posterior family (type(q).__name__, e.g.
     "DiagGaussian", "VonMisesFisher"); `au_comparable` says whether AU may be set against the
     papers' AU and their bold rule (False for vMF: `Posterior.au_comparable`); `cu_defined` is False
-    when the family has no Gaussian marginals, in which case CU is nan by design."""
+    when the family has no Gaussian marginals, in which case CU is nan by design. `interpolation` is
+    the Rouge-L curve's record (bench.interpolate.Interpolation.record), None when the split has no
+    pair of equal-length sentences (then "Rouge-L" is not among the metrics)."""
 
     metrics: dict[str, float]
     timings: dict[str, float]  # seconds per metric family
@@ -42,6 +46,7 @@ class EvalResult:
     family: str
     au_comparable: bool
     cu_defined: bool
+    interpolation: dict | None = None
 
     def nonfinite(self) -> list[str]:
         """`nonfinite_metrics` of this result: non-empty means the run failed."""
@@ -144,7 +149,13 @@ def evaluate(
         "IW-NLL": sums["iw_nll"] / n,
         "PPL": metrics.perplexity(sums["iw_nll"], tokens),
     }
+    with clock("interpolation"):
+        interp = interpolate_split(model, split, ev.interpolation_pairs, ev.interpolation_seed, device,
+                                   ev.max_logits)
+    if interp is not None:
+        result["Rouge-L"] = interp.minimum
     sizes = {"N": n, "tokens": tokens, "K_ll": 2 * k_half, "K_iw": k_iw, "mi_samples": ev.mi_samples,
-             "D": q_all.mean.shape[-1]}
+             "D": q_all.mean.shape[-1], "interpolation_pairs": len(interp.endpoints) if interp else 0}
     return EvalResult(result, dict(clock.seconds), sizes, family=type(q_all).__name__,
-                      au_comparable=bool(q_all.au_comparable), cu_defined=marginals is not None)
+                      au_comparable=bool(q_all.au_comparable), cu_defined=marginals is not None,
+                      interpolation=interp.record() if interp else None)

@@ -74,6 +74,12 @@ class Posterior(ABC):
         """E_q[z], [B, D]."""
 
     @property
+    def mode(self) -> Tensor:
+        """argmax_z q(z|x), [B, D]: the posterior's centre mu that interpolation (DG-VAE Eq. 14)
+        moves between. The mean unless a family says otherwise (vMF: the unit direction)."""
+        return self.mean
+
+    @property
     @abstractmethod
     def prior(self) -> Prior: ...
 
@@ -346,6 +352,12 @@ class VonMisesFisher(Posterior):
         evenly over the sphere (per-coordinate variance about 1/32), AU is 32 on mu and 0 on A_d mu.
         """
         return self.mean_resultant * self.loc
+
+    @property
+    def mode(self):
+        """The unit mean direction mu: where the density is highest and the decoder's codes lie (on
+        the sphere); `mean` = A_d(kappa) mu lies inside the ball."""
+        return self.loc
 
     @property
     def prior(self):

@@ -44,6 +44,8 @@ RUN = ["run", "--dataset", "synthetic", "--profile", "smoke", "--methods", "vae"
 BOARD = ["leaderboard", "--dataset", "synthetic"]
 EVAL = ["evaluate", "--dataset", "synthetic", "--profile", "smoke"]
 PERF = ["perf", "--methods", "vae", "--quick", "--repeats", "1", "--warmup", "0"]
+INTERPOLATE = ["interpolate", "--dataset", "synthetic", "--profile", "smoke", "--methods", "vae"]
+PLOT_INTERPOLATION = ["plot", "interpolation", "--dataset", "synthetic", "--profile", "smoke"]
 PUBLISH = ["leaderboard", "--dataset", "synthetic", "--profile", "smoke", "--publish"]
 PLOT_TRADEOFF = ["plot", "tradeoff", "--dataset", "synthetic", "--profile", "smoke"]
 PLOT_LATENT = ["plot", "latent", "--dataset", "synthetic", "--profile", "smoke", "--methods", "vae"]
@@ -92,6 +94,11 @@ TEMPLATES = {
     "data-fetch": ["data", "fetch", "{V}", "--quiet"],
     "data-import-name": ["data", "import", "{V}", "{folder}"],
     "data-import-folder": ["data", "import", "ptb", "{V}"],
+    **{f"interpolate{opt}": _with(INTERPOLATE, opt) for opt in ("--dataset", "--profile", "--methods", "--pairs",
+                                                                "--seed", "--show", "--device", "--results",
+                                                                "--storage")},
+    **{f"plot-interpolation{opt}": _with(PLOT_INTERPOLATION, opt) for opt in ("--dataset", "--profile", "--methods",
+                                                                              "--out", "--results", "--storage")},
 }
 
 # `data import` and `data fetch` write into the data directory: they get an empty one of their own.

@@ -12,10 +12,10 @@ def frame():
     for seed, (prior, mi, au) in enumerate([(-30.0, 9.5, 31), (-32.0, 8.5, 31)]):
         rows.append({"method": "vae", "setting": "-", "seed": seed, "run_key": f"a{seed}", "priorLL": prior,
                      "postLL": prior + 5, "KL": 3.0, "MI": mi, "AU": au, "CU": 32, "IW-NLL": -prior,
-                     "PPL": 40.0, "D": 32})
+                     "PPL": 40.0, "Rouge-L": 0.3 + 0.1 * seed, "D": 32})
     rows.append({"method": "bn-vae", "setting": "gamma=0.6", "seed": 0, "run_key": "b0", "priorLL": -29.0,
                  "postLL": -20.0, "KL": 9.0, "MI": 9.2, "AU": 32, "CU": 10, "IW-NLL": 29.0, "PPL": 38.0,
-                 "D": 32})
+                 "Rouge-L": 0.2, "D": 32})
     return pd.DataFrame(rows)
 
 
@@ -34,7 +34,7 @@ def test_markdown_has_every_metric_and_the_paper_bold_rules():
     for m in METRICS + ["n"]:
         assert m in header
     vae_row = next(line for line in md.splitlines() if line.startswith("| vae"))
-    assert "-31.00 ± 1.41" in vae_row
+    assert "-31.00 ± 1.41" in vae_row and "0.35 ± 0.07" in vae_row  # Rouge-L 0.3, 0.4: no bold rule
     assert "**9.00 ± 0.71**" in vae_row  # MI mean 9.0 >= 9.0: bold (the rule is >=)
     bn_row = next(line for line in md.splitlines() if "bn-vae" in line)
     assert "**9.20 ± –**" in bn_row and "**32 ± –**" in bn_row and "**10" not in bn_row
