@@ -119,17 +119,14 @@ def stored_curves(store: RunStore, current_config: str | None, methods: set[str]
             for (m, s), records in groups.items()]
 
 
-# grayscale-readable: each curve differs in line style and marker, not only in shade
-_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"), ((0, (1, 2)), "x")]
-_SHADES = ["0.0", "0.45", "0.25", "0.6"]
-
-
 def plot_curves(curves: list[dict], title: str, out_stem: Path) -> list[Path]:
     """Figure 5 of the paper: C(lambda) with seed error bars. One axes when every method shows one
-    setting; else one panel per method with its settings. Writes out_stem.png and out_stem.svg
-    (the SVG's ids and metadata are fixed, so the same curves give the same bytes)."""
+    setting; else one panel per method with its settings. Each curve differs in line style and marker,
+    not only in colour (readable in grayscale); the style, palette and byte-stable saving are
+    bench.plots' (out_stem.png and out_stem.svg)."""
     import matplotlib
     from matplotlib.figure import Figure
+    from vae_collapse_bench.bench.plots import COLOURS, LINESTYLES, MARKERS, RC, save
 
     if not curves:
         raise BenchError("no interpolation curves to draw")
@@ -142,21 +139,19 @@ def plot_curves(curves: list[dict], title: str, out_stem: Path) -> list[Path]:
     top = min(1.02, max(0.2, 1.6 * highest))
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    with matplotlib.rc_context({"svg.hashsalt": "vae-collapse-bench", "font.size": 9}):
+    with matplotlib.rc_context(RC):
         fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
         axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
         for ax, panel in zip(axes, panels):
             for i, c in enumerate(panel):
-                style, marker = _STYLES[i % len(_STYLES)]
                 label = c["method"] if len(panels) == 1 else (c["setting"] if c["setting"] != "-" else c["method"])
-                label += f" (n={c['n']})"
-                ax.errorbar(c["lambdas"], c["mean"], yerr=np.nan_to_num(c["std"]), color=_SHADES[i % len(_SHADES)],
-                            linestyle=style, marker=marker, markersize=4, capsize=2, linewidth=1.2, label=label)
+                ax.errorbar(c["lambdas"], c["mean"], yerr=np.nan_to_num(c["std"]), color=COLOURS[i % len(COLOURS)],
+                            linestyle=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)],
+                            markersize=4, capsize=2, linewidth=1.2, label=f"{label} (n={c['n']})")
             ax.set_title(panel[0]["method"] if len(panels) > 1 else title, fontsize=9)
             ax.set_xlabel("lambda (Eq. 14)")
             ax.set_ylim(0, top)
             ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-            ax.grid(True, color="0.85", linewidth=0.5)
             ax.legend(fontsize=7, loc="upper center", ncol=2 if len(panel) > 4 else 1, frameon=False)
         for ax in axes[::cols]:
             ax.set_ylabel("Rouge-L F1 to a and b (mean)")
@@ -164,8 +159,4 @@ def plot_curves(curves: list[dict], title: str, out_stem: Path) -> list[Path]:
             ax.set_visible(False)
         if len(panels) > 1:
             fig.suptitle(title, fontsize=10)
-        out_stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
-        fig.savefig(paths[0], dpi=150, metadata={"Software": None})
-        fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
-    return paths
+    return save(fig, out_stem)
