@@ -144,11 +144,15 @@ def cmd_run(args) -> int:
     profile = get_profile(args.profile)
     check_device(args.device)
     seeds = parse_seeds(args.seeds)
-    methods = registry.select(args.methods)
-    specs = expand(methods, args.dataset, profile.name, args.grid, seeds, parse_overrides(args.set or []))
+    check_from_search(args)
+    methods = registry.select(args.from_search or args.methods)
+    specs = [] if args.from_search else expand(methods, args.dataset, profile.name, args.grid, seeds,
+                                               parse_overrides(args.set or []))
     corpus = data.load_corpus(args.dataset)
     root = writable_results(results_dir(args))
     store = RunStore(open_storage(args.storage, root), args.dataset, profile.name)
+    if args.from_search:
+        specs = searched_runs(args, profile, seeds, corpus, store.storage)
     console = err if args.quiet else out
     interactive = console.is_terminal and not args.quiet
     reporter = RichReporter(console, len(specs)) if interactive else LogReporter(console)
@@ -159,6 +163,26 @@ def cmd_run(args) -> int:
     else:
         outcomes = runner.run_all(specs)
     return summarise(outcomes)
+
+
+def check_from_search(args) -> None:
+    """--from-search METHOD trains what a search chose: no grid, no --set; --pareto goes with it."""
+    if args.pareto and not args.from_search:
+        raise BenchError("--pareto goes with --from-search METHOD (it trains every setting on the Pareto front "
+                         "of that method's `bench search --objective pareto`)")
+    if args.from_search and (args.set or args.grid != "paper"):
+        raise BenchError("--from-search trains the setting its search chose: drop --set and --grid")
+
+
+def searched_runs(args, profile, seeds, corpus, storage) -> list:
+    """The runs of --from-search: the chosen setting(s) x --seeds, said where they come from."""
+    from vae_collapse_bench.bench.search_results import searched_specs
+
+    specs, lines = searched_specs(storage, args.from_search, args.dataset, profile, corpus.checksum,
+                                  corpus.family, seeds, args.pareto)
+    for line in lines:
+        out.print(line)
+    return specs
 
 
 def writable_results(root: Path) -> Path:
@@ -216,6 +240,7 @@ def cmd_leaderboard(args) -> int:
             err.print(f"note: {args.dataset} / {p}: no finished runs of the current config{older}; skipped")
             continue
         board.meta = {"bench_version": __version__, "command": " ".join(["bench", *args.argv])}
+        board.mark_searched(searched_rows(store, args.dataset, p))
         if reported:
             board.add_reported(*reported)
         boards[p] = (board, shown, stale, store, current)
@@ -234,6 +259,15 @@ def cmd_leaderboard(args) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def searched_rows(store, dataset: str, profile: str) -> dict:
+    """(method, setting) -> the search study and trial `bench run --from-search` took it from
+    (an export read with --from has no search studies)."""
+    from vae_collapse_bench.bench.search_results import searched_marks
+
+    storage = getattr(store, "storage", None)
+    return searched_marks(storage, dataset, profile) if storage is not None else {}
 
 
 def leaderboard_sources(args) -> list[tuple]:
@@ -482,6 +516,131 @@ def cmd_evaluate(args) -> int:
     return summarise(runner.run_all(specs))
 
 
+# --- search ---------------------------------------------------------------------------------------
+class SearchLog:
+    """One line per trial of `bench search` (a bench.search.SearchReporter), prefixed by the worker."""
+
+    def __init__(self, console: Console, prefix: str = ""):
+        self.console, self.prefix = console, prefix
+
+    def trial_started(self, number, setting, resumed_epoch):
+        resumed = f" (resuming after epoch {resumed_epoch})" if resumed_epoch else ""
+        self.console.print(f"{self.prefix}trial {number}: {setting}: training{resumed}")
+
+    def epoch_done(self, number, record): ...
+
+    def trial_finished(self, number, setting, outcome, detail):
+        self.console.print(f"{self.prefix}trial {number}: {setting}: {outcome}: {detail}")
+
+    def note(self, text):
+        err.print(f"{self.prefix}note: {text}")
+
+
+def cmd_search(args) -> int:
+    """Search a method's registered space on the validation split (bench.search); --show prints a
+    stored search. With --workers K, K local processes work on the one study."""
+    from vae_collapse_bench.bench import sampling, search, search_workers
+    from vae_collapse_bench.bench.objectives import get_objective
+    from vae_collapse_bench.bench.store import open_storage
+
+    profile = get_profile(args.profile)
+    objective = get_objective(args.objective)
+    method = registry.get(args.method)
+    if args.show:
+        return show_search(args, profile.name, objective.name)
+    search.searchable(method)
+    if args.trials is None:
+        raise BenchError("give --trials N, the number of finished trials the study should reach (e.g. --trials 20); "
+                         "--show prints a stored search")
+    for flag, value in (("--trials", args.trials), ("--workers", args.workers), ("--threads", args.threads)):
+        if not 1 <= value <= 100_000:
+            raise BenchError(f"{flag} {value}: give a whole number from 1 to 100000")
+    if not 0 <= args.seed < 2**32:
+        raise BenchError(f"--seed {args.seed}: give an integer from 0 to {2**32 - 1}")
+    pruner = sampling.resolve_pruner(args.pruner, objective)
+    check_device(args.device)
+    corpus = data.load_corpus(args.dataset)
+    root = writable_results(results_dir(args))
+    storage = open_storage(args.storage, root)
+    settings = search.SearchSettings(method.name, args.dataset, profile.name, args.trials, objective.name,
+                                     args.seed, pruner)
+    prefix = f"[worker {args.worker_index}] " if args.worker_index is not None else ""
+    study = search.Search(settings, storage, corpus, profile, root, args.device, SearchLog(out, prefix))
+    if args.workers > 1:
+        out.print(f"{settings.study_name}: {args.workers} workers, {args.threads} torch thread(s) each")
+        codes = search_workers.wait_workers(search_workers.start_workers(
+            args.workers, settings, root, args.storage, args.device, args.threads))
+        if crashed := [c for c in codes if c not in (0, 1)]:
+            err.print(f"error: {len(crashed)} of {len(codes)} search workers exited with code "
+                      f"{', '.join(map(str, crashed))} (see their output above); the same command continues")
+    else:
+        with search_workers.torch_threads(args.threads):
+            tally = study.run(search_workers.orphan_check() if args.worker_index is not None else lambda: False)
+        if args.worker_index is not None:
+            done = ", ".join(f"{n} {k}" for k, n in sorted(tally.items())) or "nothing left to do"
+            out.print(f"{prefix}done: {done}")
+            return 1 if tally.get("gave_up") else 0
+    return print_search(search_summary(study.study, args.top), settings.trials)
+
+
+def search_summary(study, top: int):
+    from vae_collapse_bench.bench.search_results import summarise
+
+    if top < 0:
+        raise BenchError(f"--top {top}: give 0 or more")
+    return summarise(study, top)
+
+
+def show_search(args, profile: str, objective: str) -> int:
+    """`bench search --show`: a stored search study, read-only."""
+    import json
+
+    from vae_collapse_bench.bench.search_results import check_show_format, load
+    from vae_collapse_bench.bench.store import open_storage
+
+    fmt = check_show_format(args.format)
+    storage = open_storage(args.storage, results_dir(args), read_only=True)
+    study = load(storage, args.method, args.dataset, profile, objective,
+                 f": run `bench search --method {args.method} --dataset {args.dataset} --profile {profile} "
+                 f"--objective {objective} --trials N` first")
+    summary = search_summary(study, args.top)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(summary.as_dict(), indent=2) + "\n")
+        return 0
+    print_search(summary)
+    return 0
+
+
+def print_search(summary, target: int | None = None) -> int:
+    """The headline, the constraints and the table of chosen and best trials; exit code 1 while the
+    study has fewer finished trials than `target`."""
+    out.print(summary.headline(target))
+    n_valid = summary.attrs.get("valid_sentences")
+    out.print(f"scored on the validation split ({n_valid:,} sentences); constraints: {summary.constraints}"
+              if n_valid else f"constraints: {summary.constraints}")
+    if summary.chosen:
+        what = ("the best feasible trial" if summary.objective == "priorLL"
+                else f"the feasible Pareto front of priorLL and postLL ({len(summary.chosen)} trials)")
+        out.print(f"chosen: {what}; `bench run --from-search` trains it with fixed seeds on test")
+    else:
+        out.print("no complete trial meets the constraints yet")
+    if summary.rows:
+        mark = "best" if summary.objective == "priorLL" else "front"
+        table = Table(box=box.SIMPLE_HEAD)
+        for col in ("trial", "setting", "priorLL", "postLL", "AU", "CU", "feasible", "note"):
+            table.add_column(col, no_wrap=col != "setting", overflow="fold",
+                             justify="right" if col in ("trial", "priorLL", "postLL", "AU", "CU") else "left")
+        for r in summary.rows:
+            m = r.metrics
+            feasible = {True: "yes", False: "no", None: "-"}[r.feasible]
+            table.add_row(str(r.number), r.setting, *(fixed(m.get(k, float("nan")), 0 if k in ("AU", "CU") else 2)
+                                                      for k in ("priorLL", "postLL", "AU", "CU")),
+                          feasible, ", ".join(filter(None, [mark if r.chosen else "", r.note])))
+        out.print(table)
+    c = summary.counts
+    return 1 if target is not None and c["complete"] + c["pruned"] < target else 0
+
+
 def cmd_perf(args) -> int:
     import torch
     from vae_collapse_bench.bench import perf
@@ -690,8 +849,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--retry-failed", action="store_true", help="run again runs that diverged before")
     p.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    p.add_argument("--from-search", metavar="METHOD", help="train the best feasible setting of METHOD's "
+                   "`bench search` (validation split) with --seeds, evaluated on test")
+    p.add_argument("--pareto", action="store_true", help="with --from-search: every setting on the feasible "
+                   "Pareto front of the method's `bench search --objective pareto`")
     storage_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("search", help="Optuna search of a method's space on the validation split (never test)")
+    p.add_argument("--method", required=True, help="a method that registers a search space (see `bench methods`)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--profile", default="paper", help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--trials", type=int, metavar="N", help="finished trials the study should reach in total; "
+                   "running the command again continues the same study")
+    p.add_argument("--objective", default="priorLL", help="priorLL (maximised subject to AU, CU >= 0.9 D) or "
+                   "pareto (priorLL and postLL, same constraints)")
+    p.add_argument("--pruner", help="median, halving (successive halving) or none (default: median; none for pareto)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's training (default 0)")
+    p.add_argument("--workers", type=int, default=1, metavar="K", help="K local processes on the same study")
+    p.add_argument("--threads", type=int, default=1, metavar="T", help="torch threads per process (default 1)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--show", action="store_true", help="print the stored study: the best feasible trial or the "
+                   "Pareto front, and the best trials; trains nothing")
+    p.add_argument("--format", default="table", help="--show as a table or json")
+    p.add_argument("--top", type=int, default=10, help="--show: rows besides the chosen trials (default 10)")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
+    storage_options(p)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("leaderboard", help="mean ± std over seeds per (method, setting)")
     p.add_argument("--dataset", required=True)

@@ -153,6 +153,7 @@ class Leaderboard:
     notes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     reported: list[dict] = field(default_factory=list)
+    searched: dict = field(default_factory=dict)  # (method, setting) -> the search that chose it
 
     @classmethod
     def from_runs(cls, runs: pd.DataFrame, title: str = "", stale: int = 0) -> Leaderboard:
@@ -255,6 +256,16 @@ class Leaderboard:
                 notes.append(f"Rows {_labels(same)} {why}.")
         return notes
 
+    def mark_searched(self, marks: dict[tuple[str, str], str]) -> None:
+        """Mark the rows whose setting `bench run --from-search` took from a search study (`marks`:
+        (method, setting) -> the study and trial), with a note on the two-phase protocol."""
+        rows = {(key[0], key[1]) for key in self.table.index}
+        self.searched = {row: source for row, source in marks.items() if row in rows}
+        if self.searched:
+            sources = "; ".join(f"{m} [{s}]: {source}" for (m, s), source in self.searched.items())
+            self.notes.append("(searched): the setting was chosen by `bench search` on the validation split, "
+                              f"then trained with fixed seeds and evaluated on test ({sources}).")
+
     def add_reported(self, rows: list[dict], note: str) -> None:
         """Show the paper's rows (dicts: paper_name, method, setting, the numbers as printed, and
         optionally `bold`, the metrics the paper set in bold) beside ours, marked "reported"."""
@@ -289,6 +300,8 @@ class Leaderboard:
             method, setting = key[0], key[1]
             if len(key) > 2 and key[2] != "current":
                 setting = f"{setting} (config {key[2]})"
+            if (method, key[1]) in self.searched:
+                setting = f"{setting} (searched)"
             cells = {"method": method, "setting": setting, "key": key, "source": "measured"}
             n_test, comparable = int(row[("N", "")]), bool(row[("au_comparable", "")])
             for m in self.metrics:
