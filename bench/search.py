@@ -405,6 +405,7 @@ class Search:
                 values = held_out_likelihoods(model, self.valid, ev, seed, self.device)
                 curve.append({"epoch": record["epoch"], **values})
                 trial.set_user_attr("curve", curve)
+                trial.set_user_attr("epoch", record["epoch"])  # what `bench status` shows of a running trial
                 if self.objective.prunable:
                     trial.report(values["priorLL"], record["epoch"])
                 self.reporter.epoch_done(trial.number, {**record, **values})

@@ -175,6 +175,7 @@ def test_a_search_continues_its_study_up_to_n_trials_and_is_reproducible(bench_e
     a = first[0].user_attrs
     assert a["split"] == "valid" and a["torch_threads"] == 1 and set(a["metrics"]) >= {"priorLL", "AU", "CU"}
     assert [c["epoch"] for c in a["curve"]] == [1, 2] and first[0].intermediate_values  # reported per epoch
+    assert a["epoch"] == 2  # `bench status` shows it while the trial runs
     assert set(first[0].constraints) == {"AU", "CU"} and a["feasible"] == is_feasible(first[0].constraints)
 
     code, out, _ = run(capsys, *argv)  # nothing left to do
