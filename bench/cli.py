@@ -43,22 +43,40 @@ class LogReporter(Reporter):
     def __init__(self, console: Console):
         self.console = console
 
+    def line(self, text: str) -> None:
+        self.console.print(text)
+
     def run_started(self, spec, index, total, resumed_epoch):
-        if resumed_epoch < 0:
-            self.console.print(f"[{index + 1}/{total}] {spec.label}: evaluating its stored checkpoint")
-            return
-        resumed = f" (resuming after epoch {resumed_epoch})" if resumed_epoch else ""
-        self.console.print(f"[{index + 1}/{total}] {spec.label}: training{resumed}")
+        self.line(f"[{index + 1}/{total}] {started(spec, resumed_epoch)}")
 
     def epoch_done(self, record, max_epochs):
-        self.console.print(
+        self.line(
             f"  epoch {record['epoch']}/{max_epochs}: train {record['train_loss']:.3f} "
             f"valid {record['valid_objective']:.3f} (rec {record['valid_rec']:.3f}, "
             f"KL {record['valid_kl']:.3f}) lr {record['lr']:g} {record['seconds']:.1f}s"
         )
 
     def run_finished(self, outcome: RunOutcome):
-        self.console.print(describe(outcome))
+        self.line(describe(outcome))
+
+    def note(self, text):
+        err.print(f"note: {text}")
+
+
+def started(spec, resumed_epoch: int) -> str:
+    if resumed_epoch < 0:
+        return f"{spec.label}: evaluating its stored checkpoint"
+    return f"{spec.label}: training" + (f" (resuming after epoch {resumed_epoch})" if resumed_epoch else "")
+
+
+class WorkerReporter(LogReporter):
+    """A worker's log lines, each led by its pid: several workers may write to one terminal."""
+
+    def line(self, text: str) -> None:
+        self.console.print(f"worker {os.getpid()}: {text.strip()}")
+
+    def run_started(self, spec, index, total, resumed_epoch):
+        self.line(f"run {index + 1}: {started(spec, resumed_epoch)}")
 
 
 class RichReporter(LogReporter):
@@ -148,11 +166,14 @@ def cmd_run(args) -> int:
     methods = registry.select(args.from_search or args.methods)
     specs = [] if args.from_search else expand(methods, args.dataset, profile.name, args.grid, seeds,
                                                parse_overrides(args.set or []))
+    check_worker_counts(args)
     corpus = data.load_corpus(args.dataset)
     root = writable_results(results_dir(args))
     store = RunStore(open_storage(args.storage, root), args.dataset, profile.name)
     if args.from_search:
         specs = searched_runs(args, profile, seeds, corpus, store.storage)
+    if args.enqueue_only or args.workers is not None:
+        return queue_and_work(args, Runner(store, corpus, profile, root, args.device), specs, root)
     console = err if args.quiet else out
     interactive = console.is_terminal and not args.quiet
     reporter = RichReporter(console, len(specs)) if interactive else LogReporter(console)
@@ -183,6 +204,51 @@ def searched_runs(args, profile, seeds, corpus, storage) -> list:
     for line in lines:
         out.print(line)
     return specs
+
+
+def check_worker_counts(args) -> None:
+    """--workers, --threads (run and worker), --max-runs and --poll (worker): refused before any work."""
+    for flag, value in (("--workers", getattr(args, "workers", None)), ("--threads", args.threads),
+                        ("--max-runs", getattr(args, "max_runs", None))):
+        if value is not None and not 1 <= value <= 10_000:
+            raise BenchError(f"{flag} {value}: give a whole number from 1 to 10000")
+    if getattr(args, "enqueue_only", False) and args.workers is not None:
+        raise BenchError("--enqueue-only queues the runs for workers started elsewhere; --workers starts them "
+                         "here: give one of the two")
+    poll = getattr(args, "poll", None)
+    if poll is not None and not 0 < poll <= 3600:
+        raise BenchError(f"--poll {poll:g}: give seconds between 0 and 3600")
+
+
+def queue_and_work(args, runner: Runner, specs, root: Path) -> int:
+    """--enqueue-only: queue the runs and return. --workers K: queue them, start K local workers on
+    the same storage and results folder, wait for them and summarise the sweep."""
+    from vae_collapse_bench.bench.queue import RunQueue
+    from vae_collapse_bench.bench.store import study_name
+    from vae_collapse_bench.bench.worker import start_local_workers, sweep_outcomes, wait_workers
+
+    queue = RunQueue(runner.store.storage, args.dataset, runner.profile.name)
+    done = queue.enqueue(runner, specs, args.retry_failed)
+    cached = sum(o.status == "cached" for o in done.known)
+    parts = [f"{len(done.already_queued)} queued before"] if done.already_queued else []
+    parts += [f"{cached} cached"] if cached else []
+    if failed_before := len(done.known) - cached:
+        parts.append(f"{failed_before} failed before (--retry-failed queues them)")
+    out.print(f"queued {len(done.queued)} of {len(specs)} runs in {queue.name}"
+              + (f" ({', '.join(parts)})" if parts else ""))
+    if args.enqueue_only:
+        out.print("workers on any machine that reaches this storage take them: bench worker --until-empty "
+                  "[--storage URL] [--results DIR]; progress: bench status")
+        return 0
+    workers = start_local_workers(args.workers, root, args.storage, study_name(args.dataset, runner.profile.name),
+                                  args.device, args.threads, args.quiet)
+    codes = wait_workers(workers)
+    code = summarise(sweep_outcomes(runner, specs, done.known))
+    if crashed := [c for c in codes if c not in (0, 1)]:
+        err.print(f"error: {len(crashed)} of {len(codes)} workers exited with code {', '.join(map(str, crashed))} "
+                  "(see their output above); run the same command again to finish the sweep")
+        return 2
+    return code
 
 
 def writable_results(root: Path) -> Path:
@@ -470,6 +536,90 @@ def cmd_store_repair(args) -> int:
         raise BenchError(f"bench store repair mends journal files; {target.split('://')[0]} storages are "
                          "repaired with the database's own tools")
     out.print(repair(Path(target.removeprefix("journal:"))))
+    return 0
+
+
+def cmd_worker(args) -> int:
+    """Take queued runs from the storage (bench.worker) until none is left (--until-empty), --max-runs
+    are taken, or forever."""
+    import signal
+    import socket
+
+    import optuna
+    from vae_collapse_bench.bench.queue import queue_of
+    from vae_collapse_bench.bench.store import open_storage
+    from vae_collapse_bench.bench.worker import Worker, WorkerOptions, die_with_parent, set_threads
+
+    check_device(args.device)
+    check_worker_counts(args)
+    parent = os.environ.get("BENCH_WORKER_PARENT", "")
+    if parent.isdigit():  # started by `bench run --workers K`: it dies with that process
+        die_with_parent(int(parent))
+    root = writable_results(results_dir(args))
+    storage = open_storage(args.storage, root)
+    queues = None
+    if args.study is not None:
+        names = optuna.get_all_study_names(storage)
+        if args.study not in names and queue_of(args.study) not in names:
+            raise unknown("study", args.study, [n for n in names if n.startswith(("runs/", "queue/"))])
+        queues = (queue_of(args.study),)
+    set_threads(args.threads)
+    console = err if args.quiet else out
+    options = WorkerOptions(root, args.device, args.max_runs, args.until_empty, args.poll, queues)
+    previous = signal.signal(signal.SIGTERM, _interrupted)  # a batch system's stop: the run goes back
+    try:
+        outcomes = Worker(storage, options, WorkerReporter(console)).serve()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failed = sum(o.status == "failed" for o in outcomes)
+    trained = sum(o.status in ("done", "evaluated") for o in outcomes)
+    out.print(f"worker {socket.gethostname()} pid {os.getpid()}: took {len(outcomes)} runs: {trained} trained, "
+              f"{len(outcomes) - trained - failed} cached, {failed} failed")
+    return 1 if failed else 0
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cmd_status(args) -> int:
+    """Queued, running, finished, failed and pruned runs per study; reads only."""
+    import json
+
+    from vae_collapse_bench.bench.status import storage_status
+    from vae_collapse_bench.bench.store import open_storage
+
+    if args.format not in ("table", "json"):
+        raise BenchError(f"unknown format {quote(args.format)}: use table or json")
+    rows = storage_status(open_storage(args.storage, results_dir(args), read_only=True), args.study)
+    if args.format == "json":
+        sys.stdout.write(json.dumps({"studies": [r.as_dict() for r in rows]}, indent=2) + "\n")
+        return 0
+    if not rows:
+        out.print("no studies stored")
+        return 0
+    table = Table(title="studies", box=box.SIMPLE_HEAD)
+    table.add_column("study", overflow="fold")
+    for col in ("queued", "running", "finished", "failed", "pruned"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r.study, *(str(v) for v in (r.queued, r.running, r.finished, r.failed, r.pruned)))
+    out.print(table)
+    running = [(r.study, x) for r in rows for x in r.running_runs]
+    if running:
+        table = Table(title="running", box=box.SIMPLE_HEAD)
+        for col in ("study", "run", "host", "pid", "epoch", "last heartbeat"):
+            table.add_column(col, overflow="fold")
+        for study, x in running:
+            beat = "-" if x.heartbeat_age_s is None else f"{x.heartbeat_age_s:.0f} s ago"
+            table.add_row(study, x.run, str(x.host or "-"), str(x.pid or "-"),
+                          "-" if x.epoch is None else str(x.epoch), beat)
+        out.print(table)
+    for r in rows:
+        for f in r.failures[:20]:
+            out.print(f"failed: {r.study}: {f['run']}: {f['reason']}")
+        if len(r.failures) > 20:
+            out.print(f"failed: {r.study}: ... and {len(r.failures) - 20} more (--format json lists all)")
     return 0
 
 
@@ -849,6 +999,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--retry-failed", action="store_true", help="run again runs that diverged before")
     p.add_argument("--quiet", action="store_true", help="plain log lines instead of progress bars")
+    p.add_argument("--enqueue-only", action="store_true",
+                   help="queue the runs in the storage and return; `bench worker` takes them on any machine")
+    p.add_argument("--workers", type=int, metavar="K", help="queue the runs and start K local workers on them")
+    p.add_argument("--threads", type=int, default=1, metavar="T",
+                   help="torch threads per worker with --workers (default 1)")
     p.add_argument("--from-search", metavar="METHOD", help="train the best feasible setting of METHOD's "
                    "`bench search` (validation split) with --seeds, evaluated on test")
     p.add_argument("--pareto", action="store_true", help="with --from-search: every setting on the feasible "
@@ -876,6 +1031,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
     storage_options(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("worker", help="take queued runs from the storage (bench run --enqueue-only) and run them")
+    p.add_argument("--until-empty", action="store_true", help="stop once no run is queued or in flight "
+                                                              "(default: wait for more)")
+    p.add_argument("--max-runs", type=int, metavar="N", help="stop after taking N runs")
+    p.add_argument("--threads", type=int, default=1, metavar="T", help="torch threads of this process (default 1: "
+                                                                       "workers sharing cores slow each other)")
+    p.add_argument("--study", help="serve only this study's queue, e.g. runs/synthetic/quick (default: every queue)")
+    p.add_argument("--poll", type=float, default=5.0, metavar="S", help="seconds between looks at an empty queue")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="log lines on stderr")
+    storage_options(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="queued, running, finished, failed and pruned runs per study")
+    p.add_argument("--study", help="one study (see `bench store list`)")
+    p.add_argument("--format", default="table", help="table or json")
+    storage_options(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("leaderboard", help="mean ± std over seeds per (method, setting)")
     p.add_argument("--dataset", required=True)

@@ -167,6 +167,8 @@ class Reporter:
     def epoch_done(self, record: dict, max_epochs: int) -> None: ...
     def eval_batch(self, batch: int, batches: int) -> None: ...
     def run_finished(self, outcome: RunOutcome) -> None: ...
+    def note(self, text: str) -> None:
+        """Something the user should know about a run that is neither progress nor its outcome."""
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -208,6 +210,11 @@ class Runner:
             outcome = self._claim_and_work(spec, ident, index, total)
         self.reporter.run_finished(outcome)
         return outcome
+
+    def known(self, spec: RunSpec) -> RunOutcome | None:
+        """The outcome of `spec` without any work: cached, or failed before (without retry_failed);
+        None when it has to run (what `bench run --enqueue-only` queues)."""
+        return self._known(spec, self.identity(spec))
 
     def _known(self, spec: RunSpec, ident: RunIdentity) -> RunOutcome | None:
         if (done := self.store.evaluated(ident.eval_key)) is not None:
@@ -269,6 +276,16 @@ class Runner:
             raise NonFiniteMetric(f"evaluation gave a non-finite {values}")
         return result
 
+    def _from_scratch(self, spec: RunSpec, claim: optuna.Trial, dead: FrozenTrial, workdir: Path) -> None:
+        """An earlier claim of this run died after epoch E, and its checkpoint is not in this
+        machine's results folder (not shared): the run trains again from scratch, and says so."""
+        a = dead.user_attrs
+        where = {"host": a.get("host"), "pid": a.get("pid"), "epoch": a.get("epoch")}
+        claim.set_user_attr("restarted_from_scratch", where)
+        self.reporter.note(f"{spec.label}: its run on {where['host']} pid {where['pid']} stopped after epoch "
+                           f"{where['epoch']}, but its checkpoint is not under {workdir} on this machine: "
+                           "training from scratch (share the results folder between machines to resume)")
+
     def _evaluate_stored(self, spec, ident, claim, trained: FrozenTrial, index, total) -> RunOutcome:
         """Re-evaluate the best.pt of a finished training run under the current evaluator."""
         started = time.perf_counter()
@@ -293,11 +310,19 @@ class Runner:
         try:
             model = self._build(spec)
             max_epochs = self.profile.training.max_epochs
+
+            def on_epoch(record: dict) -> None:
+                claim.set_user_attr("epoch", record["epoch"])  # `bench status`; a dead run's progress
+                self.reporter.epoch_done(record, max_epochs)
+
             trainer = Trainer(model, self.corpus, self.profile.training, spec.seed, workdir, self.device,
-                              on_step=self.reporter.train_step,
-                              on_epoch=lambda record: self.reporter.epoch_done(record, max_epochs))
+                              on_step=self.reporter.train_step, on_epoch=on_epoch)
             model.to(self.device)
             resumed = trainer.resume()
+            if resumed:
+                claim.set_user_attr("epoch", resumed)
+            elif (dead := self.store.interrupted(ident.training_key)) is not None:
+                self._from_scratch(spec, claim, dead, workdir)
             self.reporter.run_started(spec, index, total, -1 if trainer.state.finished else resumed)
             state = trainer.fit()
             train_seconds = time.perf_counter() - started

@@ -15,6 +15,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def open_storage(url: str | None, results_dir: Path, read_only: bool = False) ->
     with read_only it is neither created nor changed.
     """
     url = url or os.environ.get("BENCH_STORAGE") or str(Path(results_dir) / "optuna.journal")
+    heartbeat_settings()  # a bad $BENCH_HEARTBEAT_S is refused here, before any run is claimed
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
     if scheme in RDB_SCHEMES:
         return _open_rdb(url)
@@ -59,13 +61,14 @@ def open_storage(url: str | None, results_dir: Path, read_only: bool = False) ->
 
 
 def _open_rdb(url: str) -> RDBStorage:
+    interval, grace = heartbeat_settings()
     try:
         # A short connect timeout so an unreachable server fails in seconds, not minutes.
         kwargs = {} if url.startswith("sqlite") else {"connect_args": {"connect_timeout": 5}}
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
             warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                              grace_period=GRACE_PERIOD_S, heartbeat_stale_trial_callback=_report_stale)
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=interval,
+                              grace_period=grace, heartbeat_stale_trial_callback=_report_stale)
     except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as a bare ImportError
         if url.startswith("postgres"):
             raise BenchError(
@@ -83,10 +86,17 @@ def _open_rdb(url: str) -> RDBStorage:
 
 
 def _report_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Optuna calls this for each claim it failed for a stale heartbeat: say so, once, on stderr."""
+    """Optuna calls this for each claim it failed for a stale heartbeat: say so, once, on stderr.
+    A run taken from the queue (`bench.queue`) is queued again for the next worker."""
     a = trial.user_attrs
+    grace = heartbeat_settings()[1]
+    if a.get("queued"):
+        from vae_collapse_bench.bench.queue import requeue
+
+        requeue(study, trial, f"its worker {a.get('host')} pid {a.get('pid')} sent no heartbeat for {grace} s")
+        return
     print(f"note: the run {a.get('method')}[{a.get('setting')}] seed {a.get('seed')} claimed by "
-          f"{a.get('host')} pid {a.get('pid')} sent no heartbeat for {GRACE_PERIOD_S} s; it is marked "
+          f"{a.get('host')} pid {a.get('pid')} sent no heartbeat for {grace} s; it is marked "
           "failed and runs again here (from its checkpoint when this machine can read it)", file=sys.stderr)
 
 
@@ -119,13 +129,35 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-HEARTBEAT_INTERVAL_S = 60  # RDB storages: a live worker refreshes its claim this often
-GRACE_PERIOD_S = 180  # ... and a claim whose heartbeat is older than this is failed by the next worker
+HEARTBEAT_INTERVAL_S = 60  # a live worker refreshes its claim this often ($BENCH_HEARTBEAT_S)
+GRACE_PERIOD_S = 180  # RDB: a claim whose heartbeat is older than this is failed ($BENCH_STALE_AFTER_S)
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in whole seconds (Optuna's RDB heartbeat takes integers):
+    the defaults above, or $BENCH_HEARTBEAT_S and $BENCH_STALE_AFTER_S. The grace period must exceed
+    the interval, or a live worker between two beats would be taken for dead."""
+    values = []
+    for name, default in (("BENCH_HEARTBEAT_S", HEARTBEAT_INTERVAL_S), ("BENCH_STALE_AFTER_S", GRACE_PERIOD_S)):
+        text = os.environ.get(name, "").strip()
+        if not text:
+            values.append(default)
+            continue
+        if not text.isdigit() or len(text) > 7 or int(text) < 1:
+            raise BenchError(f"${name}={quote(text)}: give whole seconds from 1 to 9999999, or unset it")
+        values.append(int(text))
+    interval, grace = values
+    if grace <= interval:
+        raise BenchError(f"$BENCH_STALE_AFTER_S ({grace}) must exceed $BENCH_HEARTBEAT_S ({interval}): a live "
+                         "worker between two heartbeats would be taken for dead")
+    return interval, grace
 
 
 class Heartbeat:
-    """Keeps a claimed trial's heartbeat fresh while it runs (RDB storages with heartbeats only;
-    a no-op elsewhere). A context manager around the work of one run."""
+    """Keeps a claimed trial's heartbeat fresh while it runs: the user attr `heartbeat_at` (Unix time,
+    the worker's clock; what `bench status` shows, on every storage) and, on RDB storages, Optuna's
+    own heartbeat (the server's clock; what `fail_stale_trials` judges). A context manager around
+    the work of one run."""
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int):
         self.storage, self.trial_id = storage, trial_id
@@ -133,17 +165,21 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
-        interval = _heartbeat_interval(self.storage)
-        if interval is not None:
-            self.storage.record_heartbeat(self.trial_id)
-            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
-            self._thread.start()
+        self._record()
+        interval = _heartbeat_interval(self.storage) or heartbeat_settings()[0]
+        self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+        self._thread.start()
         return self
+
+    def _record(self) -> None:
+        if _heartbeat_interval(self.storage) is not None:
+            self.storage.record_heartbeat(self.trial_id)
+        self.storage.set_trial_user_attr(self.trial_id, "heartbeat_at", time.time())
 
     def _beat(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                self.storage.record_heartbeat(self.trial_id)
+                self._record()
             except Exception:  # a transient database error must not kill the run; the next beat retries
                 continue
 
@@ -219,16 +255,19 @@ class RunStore:
                 return t
         return None
 
+    def interrupted(self, training_key: str) -> FrozenTrial | None:
+        """The latest claim of this training run that died after finishing an epoch (its worker was
+        killed or went silent): the run should resume from that epoch's checkpoint."""
+        for t in reversed(self.trials((TrialState.FAIL,))):
+            a = t.user_attrs
+            if (a.get("training_key") == training_key and not a.get("claim_lost") and not a.get("diverged")
+                    and a.get("epoch", 0) >= 1):
+                return t
+        return None
+
     def fail_stale(self) -> None:
         """Fail RUNNING trials whose worker is gone: dead local pids, and (RDB) stale heartbeats."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            fail_stale_trials(self.study)
-        host = socket.gethostname()
-        for t in self.trials((TrialState.RUNNING,)):
-            a = t.user_attrs
-            if a.get("host") == host and not _process_alive(int(a.get("pid", -1))):
-                self._mark_failed(t, "worker process died; the run resumes from its checkpoint")
+        fail_dead_workers(self.study, "worker process died; the run resumes from its checkpoint")
 
     def claim(self, key: str, attrs: dict[str, Any]) -> optuna.Trial | FrozenTrial:
         """Claim `key` for this process. Returns an optuna.Trial to work on, or the FrozenTrial of
@@ -269,12 +308,34 @@ class RunStore:
             trial.set_user_attr("failed_stage", stage)
         self.study.tell(trial, state=TrialState.FAIL)
 
-    def _mark_failed(self, frozen: FrozenTrial, reason: str) -> None:
-        try:
-            self.storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason)
-            self.storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another worker failed (or its owner finished) it first
+
+
+def fail_dead_workers(study: optuna.Study, reason: str) -> list[FrozenTrial]:
+    """Fail the RUNNING trials of `study` whose worker is gone: on RDB storages those whose heartbeat
+    is older than the grace period, whatever their host (Optuna's `fail_stale_trials`, which calls
+    `_report_stale` for each); everywhere those of a dead pid on this host. Returns the trials of
+    dead local pids that this process failed (of two processes that look at once, one fails each)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        fail_stale_trials(study)
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        a = t.user_attrs
+        if a.get("host") == host and not _process_alive(int(a.get("pid", -1))):
+            if mark_failed(study._storage, t, reason):
+                failed.append(t)
+    return failed
+
+
+def mark_failed(storage: optuna.storages.BaseStorage, frozen: FrozenTrial, reason: str) -> bool:
+    """Fail a trial of another process; False when it was finished first (by its owner or another
+    process: the journal and the RDB storage both refuse a second finish)."""
+    try:
+        storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def study_name(dataset: str, profile: str) -> str:
