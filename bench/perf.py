@@ -1,57 +1,77 @@
-"""`bench perf`: training-step throughput of the methods, and ratios measured in one process.
+"""`bench perf`: how close training and evaluation come to the machine, measured in one process.
 
-What is measured (design.md §2, §5):
+What is measured (design.md §11), in this order, every figure from this run:
 
-* ms per training step (the method's own `training_step` with its own optimizers: zero_grad, forward,
-  backward, gradient clipping at 5, SGD step; every phase of a multi-step method such as aae) of the
-  methods named by --methods (default: every registered method; each at its default setting), at
-  the `quick` backbone (64/128/128, D = 32) and at the paper backbone of
-  snli / short-yelp (128/512/512, D = 32), batch B = 32, sequence length T = 11 and T = 82 (T counts
-  the whole sentence tensor, <s> and </s> included), vocabulary 10,000, random token batches.
-  After warm-up, the methods are timed round-robin (one step of each per repeat, the order rotated
-  every repeat), so a change of machine load hits every method alike; the median over repeats is
-  reported. torch's thread count is left at its default.
-* the ratio of every method's step to the --baseline method's (default: the first of --methods) in
-  the same configuration: the median over repeats of the paired ratio (both timed in one round).
-* each method's regularizer alone (forward + backward through the posterior parameters) at B = 32,
-  D = 32 on random encoder outputs: ms, and its peak memory MEASURED (torch.profiler with
-  profile_memory=True: the running sum of every operator's self allocation, in start-time order,
-  maximised; operator granularity; on CUDA max_memory_allocated). For dg-vae at its defaults this is
-  the DG term at B = |b| = M = D = 32.
+* **matmul peak**: GFLOP/s of a large fp32 matmul (n = 2048 on a CPU, 8192 on a GPU; bf16 too on a
+  GPU), the best of repeats; and of each training shape's output projection (B T' x F) @ (F x V).
+  The large fp32 figure is the peak every `fraction_of_peak` divides by.
+* **training**, per method (its default setting, its own `training_step`: zero-grad, forward,
+  backward, clip at 5, optimizer step; every phase of a multi-step method such as aae) on random
+  token batches, B = 32, at the shapes of `SHAPES`: the quick backbone and the snli backbone
+  (128/512/512, V 10,000, T 11); with --profile paper also the Yahoo backbone (512/1024/1024,
+  V 20,001, T 82). After one untimed step that measures memory and the warm-up steps, methods are
+  timed round-robin (one step of each per repeat, the order rotated every repeat), so a change of
+  load hits all alike; medians are reported. Per method: ms/step, tokens/s (predicted tokens
+  B (T - 1) per second), GFLOP/s from `bench.flops.model_step_flops`, that over the peak, the ratio
+  to the baseline's step (median of the paired ratios of each round), minor page faults per step,
+  and peak memory: on a CPU the growth of the process's peak resident size (ru_maxrss) over one step,
+  after freed memory was handed back (malloc_trim) and the high-water mark reset
+  (/proc/self/clear_refs); on a GPU torch.cuda.max_memory_allocated over one step.
+* **threads** (CPU): the baseline's step at the snli shape with 1 thread and with torch's default.
+* **allocator** (CPU): the baseline's step at the largest shape in a fresh process per
+  BENCH_ALLOCATOR setting (bench.allocator), with its page faults.
+* **evaluation** (the evaluator's own code, bench.evaluate, on random sentences of the shape's T at
+  an untrained vae): sentences/s of priorLL/postLL (K = 16) and of IW-NLL (K = 500); seconds of MI
+  (the paper profile's draws per datapoint), AU and CU (4,001-point quadrature) for N = 10,000
+  random encodings, D = 32; greedy-decoding tokens/s and interpolation pairs/s from
+  `bench.interpolate.speed` when that module offers it.
+* **regularizer alone** (forward + backward to the encoder output, B = D = 32): ms and peak memory
+  (torch.profiler's operator-level memory timeline on a CPU).
 
-Run: `bench perf --methods vae,bn-vae,vmf-vae,dg-vae,dg-vmf-vae [--repeats N] [--quick] [--device cuda]`.
+`--json FILE` writes every record (a list of dicts with a `kind`); a training record carries kind
+"train", method, backbone ("512/1024/1024/32"), T, V, ms_per_step, tokens_per_s, gflops and
+fraction_of_peak among others.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import json
 import math
 import os
 import re
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from tabulate import tabulate
-from vae_collapse_bench.bench import registry
+from vae_collapse_bench.bench import allocator, registry
 from vae_collapse_bench.bench.config import PROFILES, Backbone
 from vae_collapse_bench.bench.device import check_device
-from vae_collapse_bench.bench.errors import BenchError
+from vae_collapse_bench.bench.errors import BenchError, plain
+from vae_collapse_bench.bench.flops import matmul_flops, model_step_flops
 from vae_collapse_bench.bench.model import StepContext
+from vae_collapse_bench.bench.paths import is_dir
 
-VOCAB = 10_000
 BATCH = 32
+PROFILE_NAMES = ("quick", "paper")
 
 
 @dataclass(frozen=True)
-class PerfConfig:
+class Shape:
+    """One training/evaluation shape: a backbone, sentence length T (<s> and </s> included), vocabulary V."""
+
     label: str
     backbone: Backbone
     seq_len: int
+    vocab: int
 
     @property
     def sizes(self) -> str:
@@ -59,14 +79,14 @@ class PerfConfig:
         return f"{b.emb_dim}/{b.enc_hidden}/{b.dec_hidden}/{b.latent_dim}"
 
 
-def configs(quick: bool = False) -> list[PerfConfig]:
-    """The quick backbone at T = 11 and 82; without `quick`, the paper backbone too."""
+def shapes(profile: str = "quick") -> list[Shape]:
+    """The quick backbone and the snli backbone at the snli sizes (V 10,000, T 11: the papers' Table 1
+    vocabulary and mean length); `paper` adds the Yahoo backbone at Yahoo's (V 20,001, T 82)."""
     from vae_collapse_bench.bench.data import paper_backbone
 
-    small, paper = PROFILES["quick"].backbone, paper_backbone("snli")  # one source for each
-    out = [PerfConfig("quick", small, 11), PerfConfig("quick", small, 82)]
-    if not quick:
-        out += [PerfConfig("paper-snli", paper, 11), PerfConfig("paper-snli", paper, 82)]
+    out = [Shape("quick", PROFILES["quick"].backbone, 11, 10_000), Shape("snli", paper_backbone("snli"), 11, 10_000)]
+    if profile == "paper":
+        out.append(Shape("yahoo", paper_backbone("yahoo"), 82, 20_001))
     return out
 
 
@@ -107,7 +127,7 @@ def kineto_quiet() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def random_batch(seq_len: int, batch: int = BATCH, vocab: int = VOCAB, seed: int = 0,
+def random_batch(seq_len: int, batch: int = BATCH, vocab: int = 10_000, seed: int = 0,
                  device: torch.device | str = "cpu") -> torch.Tensor:
     """Random tokens [batch, seq_len] framed by <s> (1) and </s> (2)."""
     x = torch.randint(4, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
@@ -115,48 +135,174 @@ def random_batch(seq_len: int, batch: int = BATCH, vocab: int = VOCAB, seed: int
     return x.to(device)
 
 
-def time_steps(methods: Sequence[str], config: PerfConfig, repeats: int = 5, warmup: int = 2,
-               batch: int = BATCH, vocab: int = VOCAB, device: torch.device | str = "cpu",
-               kl_weight: float = 0.5, clip: float = 5.0, baseline: str | None = None) -> list[dict]:
-    """Median ms per training step of each method on one configuration, timed round-robin."""
+# --------------------------------------------------------------------------------------- matmul peak
+def matmul_rate(m: int, k: int, n: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                min_seconds: float = 0.3, label: str = "") -> dict:
+    """GFLOP/s of [m, k] @ [k, n]: the best of repeats (at least 3, and at least `min_seconds` in all)."""
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=gen).to(device, dtype)
+    b = torch.randn(k, n, generator=gen).to(device, dtype)
+    out = a @ b  # warm-up, and the output buffer
+    times: list[float] = []
+    while len(times) < 3 or sum(times) < min_seconds:
+        _sync(device)
+        start = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    best = min(times)
+    return {"kind": "matmul", "label": label, "m": m, "k": k, "n": n, "dtype": str(dtype).removeprefix("torch."),
+            "ms": 1e3 * best, "gflops": matmul_flops(m, k, n) / best / 1e9, "repeats": len(times)}
+
+
+def matmul_rows(shape_list: Sequence[Shape], device: torch.device, batch: int = BATCH) -> list[dict]:
+    """The large square matmul (the peak) and every shape's output projection; bf16 too on a GPU."""
+    big = 8192 if device.type == "cuda" else 2048
+    dtypes = [torch.float32, torch.bfloat16] if device.type == "cuda" else [torch.float32]
+    rows = [matmul_rate(big, big, big, dt, device, label="peak") for dt in dtypes]
+    for s in shape_list:
+        tokens = batch * (s.seq_len - 1)
+        rows += [matmul_rate(tokens, s.backbone.dec_hidden, s.vocab, dt, device, label=f"projection {s.label}")
+                 for dt in dtypes]
+    return rows
+
+
+def peak_gflops(rows: list[dict]) -> float:
+    return max(r["gflops"] for r in rows if r["kind"] == "matmul" and r["label"] == "peak" and r["dtype"] == "float32")
+
+
+# --------------------------------------------------------------------------------------- memory
+def _reset_high_water_mark() -> bool:
+    """Reset the process's peak resident size to its current one (Linux >= 4.0); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def peak_memory(fn, device: torch.device) -> tuple[float, str]:
+    """Run fn once; the memory its run added at its peak, in MiB, and how that was measured."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "torch.cuda.max_memory_allocated"
+    allocator.trim()
+    reset = _reset_high_water_mark()
+    before = _maxrss_bytes()
+    fn()
+    how = ("ru_maxrss growth (high-water mark reset, freed memory trimmed first)" if reset
+           else "ru_maxrss growth (process high-water mark: 0 when an earlier step peaked higher)")
+    return (_maxrss_bytes() - before) / 2**20, how
+
+
+# --------------------------------------------------------------------------------------- training
+def _minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_steps(methods: Sequence[str], shape: Shape, repeats: int = 5, warmup: int = 2, batch: int = BATCH,
+               device: torch.device | str = "cpu", kl_weight: float = 0.5, clip: float = 5.0,
+               baseline: str | None = None, peak: float = math.nan) -> list[dict]:
+    """Training records of each method at one shape (module docstring), timed round-robin."""
     baseline = baseline or methods[0]
     device = torch.device(device)
-    x = random_batch(config.seq_len, batch, vocab, device=device)
+    x = random_batch(shape.seq_len, batch, shape.vocab, device=device)
     setups = []
     for name in methods:
         spec = registry.get(name)
         torch.manual_seed(0)
-        model = spec.cls(vocab, config.backbone, spec.resolve()).to(device).train()
+        model = spec.cls(shape.vocab, shape.backbone, spec.resolve()).to(device).train()
         # the method's own optimizers and training_step: a multi-step method (aae) is timed whole
-        optimizers = model.configure_optimizers(PROFILES["paper"].training)
-        setups.append((name, model, StepContext(kl_weight, optimizers, clip)))
+        ctx = StepContext(kl_weight, model.configure_optimizers(PROFILES["paper"].training), clip)
+        mib, how = peak_memory(lambda model=model, ctx=ctx: model.training_step(x, ctx), device)
+        setups.append((name, model, ctx, mib, how))
 
-    def step(model, ctx) -> float:
+    def step(model, ctx) -> tuple[float, int]:
         _sync(device)
-        start = time.perf_counter()
+        faults, start = _minflt(), time.perf_counter()
         model.training_step(x, ctx)
         _sync(device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, _minflt() - faults
 
     for _ in range(warmup):
-        for _, model, ctx in setups:
+        for _, model, ctx, _, _ in setups:
             step(model, ctx)
-    times: dict[str, list[float]] = {name: [] for name, _, _ in setups}
+    times: dict[str, list[float]] = {name: [] for name, *_ in setups}
+    faults: dict[str, list[int]] = {name: [] for name, *_ in setups}
     for r in range(repeats):
-        for name, model, ctx in setups[r % len(setups):] + setups[: r % len(setups)]:  # rotate the order
-            times[name].append(step(model, ctx))
+        for name, model, ctx, _, _ in setups[r % len(setups):] + setups[: r % len(setups)]:  # rotate the order
+            seconds, fault = step(model, ctx)
+            times[name].append(seconds)
+            faults[name].append(fault)
     rows = []
-    for name, ts in times.items():
+    for name, model, _, mib, how in setups:
+        ts = times[name]
         # median over repeats of the paired ratio (both timed in the same round)
         ratio = statistics.median(t / v for t, v in zip(ts, times[baseline])) if baseline in times else math.nan
+        seconds = statistics.median(ts)
+        flops = model_step_flops(model, batch, shape.seq_len).total
+        params = sum(p.numel() * p.element_size() for p in model.parameters())
         rows.append({
-            "kind": "step", "config": config.label, "backbone": config.sizes, "T": config.seq_len, "B": batch,
-            "method": name, "ms_per_step": 1e3 * statistics.median(ts), "ms_min": 1e3 * min(ts),
-            "ratio": ratio, "baseline": baseline, "repeats": repeats,
+            "kind": "train", "method": name, "shape": shape.label, "backbone": shape.sizes, "T": shape.seq_len,
+            "V": shape.vocab, "B": batch, "ms_per_step": 1e3 * seconds, "ms_min": 1e3 * min(ts),
+            "tokens_per_s": batch * (shape.seq_len - 1) / seconds, "flops_per_step": flops,
+            "gflops": flops / seconds / 1e9, "fraction_of_peak": flops / seconds / 1e9 / peak,
+            "ratio": ratio, "baseline": baseline, "faults_per_step": statistics.median(faults[name]),
+            "peak_MiB": mib, "memory_measured_by": how, "params_MiB": params / 2**20, "repeats": repeats,
+            "device": str(device), "threads": torch.get_num_threads(),
         })
     return rows
 
 
+def thread_rows(method: str, shape: Shape, repeats: int, warmup: int, peak: float) -> list[dict]:
+    """`method`'s step with one torch thread and with torch's default count (CPU)."""
+    default = torch.get_num_threads()
+    rows = []
+    for threads in sorted({1, default}):
+        torch.set_num_threads(threads)
+        try:
+            row = time_steps([method], shape, repeats, warmup, peak=peak)[0]
+        finally:
+            torch.set_num_threads(default)
+        rows.append({**row, "kind": "threads"})
+    return rows
+
+
+def allocator_rows(method: str, shape: Shape, repeats: int, warmup: int, profile: str) -> list[dict]:
+    """`method`'s step at `shape` in a fresh process per BENCH_ALLOCATOR setting (CPU)."""
+    code = ("import json, sys, torch\n"
+            "from vae_collapse_bench.bench import allocator, perf\n"
+            "done = allocator.configure()\n"
+            f"torch.set_num_threads({torch.get_num_threads()})\n"
+            f"shape = [s for s in perf.shapes({profile!r}) if s.label == {shape.label!r}][0]\n"
+            f"row = perf.time_steps([{method!r}], shape, {repeats}, {warmup})[0]\n"
+            "print(json.dumps({**row, 'allocator': done, 'faults_per_mib': allocator.faults_per_mib()}))\n")
+    rows = []
+    for setting in allocator.SETTINGS:
+        env = {**os.environ, allocator.ENV: setting}
+        if setting == "system":  # what the tuned setting would have set, unset: glibc's and torch's own
+            env.pop("THP_MEM_ALLOC_ENABLE", None)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            rows.append({"kind": "allocator", "setting": setting, "error": tail[:200]})
+            continue
+        rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), "kind": "allocator", "setting": setting})
+    return rows
+
+
+# --------------------------------------------------------------------------------------- regularizer
 def regularizer_term(method: str, batch: int = BATCH, dim: int = 32, repeats: int = 20,
                      device: torch.device | str = "cpu") -> dict:
     """One method's regularizer alone, forward + backward to the encoder output: median ms and
@@ -187,11 +333,7 @@ def regularizer_term(method: str, batch: int = BATCH, dim: int = 32, repeats: in
         _sync(device)
         times.append(time.perf_counter() - start)
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        once()
-        torch.cuda.synchronize(device)
-        measured, how = torch.cuda.max_memory_allocated(device) - before, "torch.cuda.max_memory_allocated"
+        measured, how = peak_memory(once, device)
     else:
         with kineto_quiet():
             with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -201,58 +343,105 @@ def regularizer_term(method: str, batch: int = BATCH, dim: int = 32, repeats: in
         for event in sorted(events, key=lambda e: e.time_range.start):
             live += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
             measured = max(measured, live)
-        how = "torch.profiler self-memory timeline (operator granularity)"
+        measured, how = measured / 2**20, "torch.profiler self-memory timeline (operator granularity)"
     setting = ",".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
     return {"kind": "regularizer", "method": method, "setting": setting, "B": batch, "D": dim,
-            "ms_fwd_bwd": 1e3 * statistics.median(times), "peak_MiB_measured": measured / 2**20,
-            "measured_by": how}
+            "ms_fwd_bwd": 1e3 * statistics.median(times), "peak_MiB_measured": measured, "measured_by": how}
 
 
-def run(methods: Sequence[str], repeats: int = 5, quick: bool = False, device: str = "cpu", warmup: int = 2,
-        baseline: str | None = None) -> list[dict]:
-    """Every configuration's step rows, then each method's regularizer row."""
-    rows: list[dict] = []
-    for config in configs(quick):
-        rows += time_steps(methods, config, repeats=repeats, warmup=warmup, device=device, baseline=baseline)
-    rows += [regularizer_term(m, repeats=max(repeats, 5), device=device) for m in methods]
-    return rows
+# --------------------------------------------------------------------------------------- the run
+def run(methods: Sequence[str], profile: str = "quick", repeats: int = 5, warmup: int = 2,
+        device: str = "cpu", baseline: str | None = None, log=None, interpolation_pairs: int | None = None
+        ) -> list[dict]:
+    """Every record of `bench perf` (module docstring), in the order they are printed.
+    `interpolation_pairs`: None for the profile's number (perf_eval.EVAL_SIZES), 0 for none."""
+    from vae_collapse_bench.bench.perf_eval import EVAL_SIZES, eval_rows
+
+    log = log or (lambda text: None)
+    device = torch.device(device)
+    baseline = baseline or methods[0]
+    shape_list = shapes(profile)
+    records: list[dict] = [machine_record(device, profile)]
+    log("matmul peak")
+    records += matmul_rows(shape_list, device)
+    peak = peak_gflops(records)
+    for shape in shape_list:
+        log(f"training at {shape.label} ({shape.sizes}, T {shape.seq_len}, V {shape.vocab:,})")
+        records += time_steps(methods, shape, repeats, warmup, device=device, baseline=baseline, peak=peak)
+    snli = next(s for s in shape_list if s.label == "snli")
+    if device.type == "cpu":
+        log("threads")
+        records += thread_rows(baseline, snli, repeats, warmup, peak)
+        log("allocator (fresh processes)")
+        records += allocator_rows(baseline, shape_list[-1], max(2, repeats // 2), 1, profile)
+    for shape in shape_list[1:]:  # the paper backbones
+        log(f"evaluation at {shape.label}")
+        sizes = EVAL_SIZES["yahoo" if shape.label == "yahoo" else profile]
+        pairs = sizes["interp_pairs"] if interpolation_pairs is None else interpolation_pairs
+        records += eval_rows(shape, device, sizes["ll_sentences"], sizes["iw_sentences"], interp_pairs=pairs)
+    log("regularizers")
+    records += [regularizer_term(m, repeats=max(repeats, 5), device=device) for m in methods]
+    return records
 
 
-def format_table(rows: list[dict]) -> str:
-    steps = [r for r in rows if r["kind"] == "step"]
-    parts = []
-    if steps:
-        methods = list(dict.fromkeys(r["method"] for r in steps))
-        keys = list(dict.fromkeys((r["config"], r["backbone"], r["T"]) for r in steps))
-        table = []
-        for key in keys:
-            cells = {r["method"]: r for r in steps if (r["config"], r["backbone"], r["T"]) == key}
-            line = [key[0], key[1], key[2]]
-            for name in methods:
-                r = cells.get(name)
-                line.append(f"{r['ms_per_step']:.1f} ({r['ratio']:.3f}x)" if r else "-")
-            table.append(line)
-        parts.append(f"ms per training step, median (ratio to {steps[0]['baseline']}), B = 32, V = {VOCAB}\n"
-                     + tabulate(table, headers=["config", "emb/enc/dec/D", "T", *methods]))
-    regs = [r for r in rows if r["kind"] == "regularizer"]
-    if regs:
-        parts.append(f"regularizer alone, forward + backward, B = {regs[0]['B']}, D = {regs[0]['D']} "
-                     f"(peak memory: {regs[0]['measured_by']})\n" + tabulate(
-                         [[r["method"], r["setting"], f"{r['ms_fwd_bwd']:.2f}", f"{r['peak_MiB_measured']:.2f}"]
-                          for r in regs], headers=["method", "setting", "ms", "peak MiB"]))
-    return "\n\n".join(parts)
+def machine_record(device: torch.device, profile: str) -> dict:
+    import platform
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return {"kind": "machine", "device": str(device), "device_name": name, "profile": profile,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "allocator": allocator.setting(),
+            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
+            "faults_per_mib": allocator.faults_per_mib() if device.type == "cpu" else None}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "cpu")
+    except OSError:
+        return "cpu"
+
+
+def checked_json(path: str | None) -> Path | None:
+    """--json FILE: its folder must exist (checked before anything is timed)."""
+    if path is None:
+        return None
+    target = Path(path)
+    if not path or is_dir(target):
+        raise BenchError(f"--json {plain(path)}: give a file name")
+    if not is_dir(target.parent):
+        raise BenchError(f"--json {plain(path)}: the folder {plain(str(target.parent))} does not exist; "
+                         "create it first")
+    return target
 
 
 def benchmark(methods: str = "all", baseline: str | None = None, repeats: int = 5, warmup: int = 2,
-              quick: bool = False, device: str = "cpu", command: str = "") -> str:
-    """`bench perf` (its arguments are parsed in bench.cli): the report, ready to print."""
+              profile: str = "quick", device: str = "cpu", json_path: str | None = None, command: str = "",
+              log=None, interpolation_pairs: int | None = None) -> str:
+    """`bench perf` (its arguments are parsed in bench.cli): the report, ready to print; the records
+    also go to `json_path` when given."""
+    from vae_collapse_bench.bench.perf_report import format_report
+
     if repeats < 1 or warmup < 0:
         raise BenchError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}")
+    if profile not in PROFILE_NAMES:
+        raise BenchError(f"--profile {plain(profile)}: bench perf knows {' and '.join(PROFILE_NAMES)}")
     check_device(device)
+    target = checked_json(json_path)
     names = [m.name for m in registry.select(methods)]
     if baseline is not None:  # `--baseline ""` is an unknown method, not "no baseline"
         registry.get(baseline)
-        names = [baseline] + [m for m in names if m != baseline]
-    rows = run(names, repeats=repeats, quick=quick, device=device, warmup=warmup)
-    return (f"bench perf on {device}: torch {torch.__version__}, {torch.get_num_threads()} threads; "
-            f"command: {command or 'bench perf'}\n{format_table(rows)}")
+    else:
+        baseline = "vae" if "vae" in names else names[0]
+    names = [baseline] + [m for m in names if m != baseline]
+    if interpolation_pairs is not None and not 0 <= interpolation_pairs <= 100_000:
+        raise BenchError(f"--interpolation-pairs must be from 0 to 100,000, got {interpolation_pairs}")
+    records = run(names, profile, repeats, warmup, device, baseline, log, interpolation_pairs)
+    records[0]["command"] = command or "bench perf"
+    if target is not None:
+        try:
+            target.write_text(json.dumps(records, indent=1, default=str) + "\n")
+        except OSError as exc:
+            raise BenchError(f"cannot write --json {plain(str(target))}: {exc.strerror}") from None
+    return format_report(records)
