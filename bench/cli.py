@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from vae_collapse_bench.bench import data, registry
+from vae_collapse_bench.bench import allocator, data, registry
 from vae_collapse_bench.bench.config import PROFILES, get_profile
 from vae_collapse_bench.bench.device import check_device
 from vae_collapse_bench.bench.errors import BenchError, plain, quote, unknown
@@ -796,8 +796,10 @@ def cmd_perf(args) -> int:
     from vae_collapse_bench.bench import perf
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out.print(perf.benchmark(args.methods, args.baseline, args.repeats, args.warmup, args.quick, device,
-                             command=" ".join(["bench", *sys.argv[1:]])))
+    profile = "quick" if args.quick else args.profile
+    out.print(perf.benchmark(args.methods, args.baseline, args.repeats, args.warmup, profile, device, args.json,
+                             command=" ".join(["bench", *sys.argv[1:]]), log=lambda text: err.print(f"perf: {text}"),
+                             interpolation_pairs=args.interpolation_pairs))
     return 0
 
 
@@ -1095,13 +1097,19 @@ def build_parser() -> argparse.ArgumentParser:
     storage_options(q)
     q.set_defaults(func=cmd_store_repair)
 
-    p = sub.add_parser("perf", help="training-step throughput and regularizer cost")
+    p = sub.add_parser("perf", help="matmul peak, training and evaluation throughput, against the peak")
     p.add_argument("--methods", default="all", help="`all` or comma-separated names (default setting each)")
-    p.add_argument("--baseline", help="ratios are to this method's step (default: the first of --methods)")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per method and config (median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per method and config")
-    p.add_argument("--quick", action="store_true", help="the quick backbone only")
+    p.add_argument("--baseline", help="ratios are to this method's step (default: vae, else the first of --methods)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per method and shape (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per method and shape")
+    p.add_argument("--profile", choices=["quick", "paper"], default="quick",
+                   help="quick: the quick and snli backbones (minutes on a CPU); paper: the Yahoo backbone too")
+    p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # older spelling of --profile quick
+    p.add_argument("--json", metavar="FILE", help="also write every record to FILE (a JSON list)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when visible, else cpu)")
+    p.add_argument("--interpolation-pairs", type=int, default=None, metavar="N",
+                   help="time greedy decoding and Rouge-L for N interpolation pairs (default: 100, "
+                        "1,000 with --profile paper; 0: none)")
     p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("interpolate", help="decode stored checkpoints along z = (1-lambda) mu_a + lambda mu_b "
@@ -1191,6 +1199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    allocator.configure()  # before torch's first CPU tensor (bench.allocator: BENCH_ALLOCATOR)
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
