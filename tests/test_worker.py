@@ -224,13 +224,14 @@ def test_a_sweep_with_two_workers_killed_three_times_ends_with_the_board_of_an_u
     written (before any training), once mid-run (a run's epoch-1 checkpoint written, the run not
     finished), once just after a run finished; then run to the end. Every run is finished exactly
     once, the interrupted run resumes from its checkpoint, and the board equals that of a sweep
-    that was never interrupted."""
+    that was never interrupted (a plain `bench run`, without queue or workers)."""
     argv = ["run", "--methods", "vae,beta-vae", *SMOKE, "--seeds", "0-1", "--workers", "2", "--quiet"]
     # the default heartbeat (60 s): fewer journal appends, so a kill seldom leaves the journal's lock
     # held, which the next process breaks only after Optuna's 30 s
     calm = worker_env(synthetic_root, BENCH_HEARTBEAT_S="", BENCH_STALE_AFTER_S="")
     slow = {**calm, "BENCH_TEST_STEP_SLEEP": "0.03"}  # wider moments; same numbers
-    fresh = bench(calm, *argv, "--results", str(tmp_path / "fresh"))
+    # the reference: one plain process (one torch thread, like each worker), no queue at all
+    fresh = bench(calm, *argv[:-3], "--quiet", "--results", str(tmp_path / "fresh"))
     assert fresh.returncode == 0, fresh.stderr[-3000:]
 
     results = tmp_path / "killed"
