@@ -16,10 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Every method at its default setting (--grid paper runs the paper grids: 41 runs).
+# A first look in under five minutes on 2 cores (README): four methods on the synthetic corpus at the
+# `demo` profile, two worker processes of one torch thread each, then the board and the trade-off
+# figure (plots/). `bench run --methods all --grid default --dataset synthetic --profile quick` runs
+# every method instead.
+DEMO_METHODS ?= vae,bn-vae,fb-vae,dg-vae
 demo: $(STAMP)
-	$(BENCH) run --methods all --grid default --dataset synthetic --profile quick
-	$(BENCH) leaderboard --dataset synthetic --profile quick
+	$(BENCH) run --methods $(DEMO_METHODS) --grid default --dataset synthetic --profile demo --workers 2 --quiet
+	$(BENCH) leaderboard --dataset synthetic --profile demo
+	$(BENCH) plot tradeoff --dataset synthetic --profile demo --out plots
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,38 +16,41 @@ def _num(value: float, digits: int = 1) -> str:
 def _machine(r: dict) -> str:
     thp = r.get("faults_per_mib")
     pages = "" if thp is None else f" ({thp:.1f} page faults per MiB written)"
-    return (f"bench perf, profile {r['profile']}, on {r['device']} ({r['device_name']}): torch {r['torch']}, "
-            f"{r['threads']} threads of {r['cpus']} cpus, BENCH_ALLOCATOR {r['allocator']}"
-            f"{pages}\ncommand: {r.get('command', 'bench perf')}")
+    return (f"bench perf, profile {r['profile']}, on {r['device']} ({r['device_name']})\n"
+            f"torch {r['torch']}, {r['threads']} threads of {r['cpus']} cpus\n"
+            f"BENCH_ALLOCATOR {r['allocator']}{pages}\ncommand: {r.get('command', 'bench perf')}")
 
 
 def _matmuls(rows: list[dict]) -> str:
     table = [[r["label"], f"{r['m']}x{r['k']}x{r['n']}", r["dtype"], _num(r["ms"], 2), _num(r["gflops"])]
              for r in rows]
-    return ("matmul [m, k] @ [k, n], best of repeats; the fp32 peak is what `of peak` divides by\n"
+    return ("matmul [m, k] @ [k, n], best of repeats; `of peak` divides by the fp32 peak\n"
             + tabulate(table, headers=["what", "m x k x n", "dtype", "ms", "GFLOP/s"], disable_numparse=True))
 
 
 def _training(rows: list[dict]) -> str:
+    skipped = [r for r in rows if "skipped" in r]
+    rows = [r for r in rows if "skipped" not in r]
     r0 = rows[0]
-    head = (f"training at {r0['shape']}: {r0['backbone']}, B {r0['B']}, T {r0['T']}, V {r0['V']:,}; "
+    head = (f"training at {r0['shape']}: {r0['backbone']}, B {r0['B']}, T {r0['T']}, V {r0['V']:,}\n"
             f"{r0['flops_per_step'] / 1e9:,.2f} GFLOP per {r0['method']} step (bench.flops); medians of "
             f"{r0['repeats']} rounds")
     table = [[r["method"], _num(r["ms_per_step"]), _num(r["ratio"], 3), _num(r["tokens_per_s"], 0),
               _num(r["gflops"]), f"{100 * r['fraction_of_peak']:.0f}%" if math.isfinite(r["fraction_of_peak"])
               else "-", _num(r["faults_per_step"], 0), _num(r["peak_MiB"], 0)] for r in rows]
+    notes = "".join(f"\nnot timed: {r['method']} ({r['skipped']})" for r in skipped)
     return head + "\n" + tabulate(table, headers=["method", "ms/step", f"x {r0['baseline']}", "tok/s",
                                                   "GFLOP/s", "of peak", "faults", "MiB"],
-                                  disable_numparse=True, colalign=("left",) + ("right",) * 7)
+                                  disable_numparse=True, colalign=("left",) + ("right",) * 7) + notes
 
 
-def _side(rows: list[dict], title: str, key: str) -> str:
+def _side(rows: list[dict], title: str, label) -> str:
     parts = []
     for r in rows:
         if "error" in r:
-            parts.append(f"{r[key]}: failed ({r['error']})")
+            parts.append(f"{label(r)}: failed ({r['error']})")
         else:
-            parts.append(f"{r[key]}: {r['ms_per_step']:,.1f} ms/step, {r['faults_per_step']:,.0f} faults/step")
+            parts.append(f"{label(r)}: {r['ms_per_step']:,.1f} ms/step, {r['faults_per_step']:,.0f} faults/step")
     return f"{title}\n  " + "\n  ".join(parts)
 
 
@@ -63,15 +66,15 @@ def _evaluation(rows: list[dict]) -> str:
                 f"{r['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in r else f"{r['pairs_per_s']:,.1f} pairs/s")
         size = f"{r['N']:,} x K {r['K']}" if "K" in r else f"N {r['N']:,}"
         table.append([r["what"], size, _num(r["seconds"], 2), rate if rate != "-" else r.get("detail", "")])
-    return (f"evaluation at {r0['shape']}: {r0['backbone']}, T {r0['T']}, V {r0['V']:,} (bench.evaluate's code, "
-            "untrained vae, random sentences)\n"
+    return (f"evaluation at {r0['shape']}: {r0['backbone']}, T {r0['T']}, V {r0['V']:,}\n"
+            "(bench.evaluate's code, untrained vae, random sentences)\n"
             + tabulate(table, headers=["what", "size", "seconds", "rate"], disable_numparse=True))
 
 
 def _summary(train: list[dict]) -> str:
     lines = []
     for shape in dict.fromkeys(r["shape"] for r in train):
-        rows = [r for r in train if r["shape"] == shape]
+        rows = [r for r in train if r["shape"] == shape and "skipped" not in r]
         slowest = max(rows, key=lambda r: r["ratio"] if math.isfinite(r["ratio"]) else -1)
         base = next((r for r in rows if r["method"] == r["baseline"]), rows[0])
         lines.append(f"  {shape}: {base['method']} at {100 * base['fraction_of_peak']:.0f}% of the peak; slowest "
@@ -80,8 +83,8 @@ def _summary(train: list[dict]) -> str:
 
 
 def _regularizers(rows: list[dict]) -> str:
-    return (f"regularizer alone, forward + backward, B = {rows[0]['B']}, D = {rows[0]['D']} "
-            f"(peak memory: {rows[0]['measured_by']})\n" + tabulate(
+    return (f"regularizer alone, forward + backward, B = {rows[0]['B']}, D = {rows[0]['D']}\n"
+            f"peak memory: {rows[0]['measured_by']}\n" + tabulate(
                 [[r["method"], r["setting"], f"{r['ms_fwd_bwd']:.2f}", f"{r['peak_MiB_measured']:.2f}"] for r in rows],
                 headers=["method", "setting", "ms", "peak MiB"], disable_numparse=True))
 
@@ -98,14 +101,16 @@ def format_report(records: list[dict]) -> str:
     for shape in dict.fromkeys(r["shape"] for r in train):
         parts.append(_training([r for r in train if r["shape"] == shape]))
     if train:
-        parts[-1] += f"\nMiB: {train[0]['memory_measured_by']}; faults: minor page faults per step"
+        parts[-1] += f"\nMiB: {train[0]['memory_measured_by']}\nfaults: minor page faults per step"
+        train = [r for r in train if "skipped" not in r]
     if by_kind.get("threads"):
         r0 = by_kind["threads"][0]
-        parts.append(_side(by_kind["threads"], f"torch threads ({r0['method']} at {r0['shape']})", "threads"))
+        parts.append(_side(by_kind["threads"], f"torch threads ({r0['method']})",
+                           lambda r: f"{r['shape']}, {r['threads']} thread{'s' * (r['threads'] > 1)}"))
     if by_kind.get("allocator"):
         r0 = next((r for r in by_kind["allocator"] if "shape" in r), None)
         where = f" ({r0['method']} at {r0['shape']}, a fresh process each)" if r0 else ""
-        parts.append(_side(by_kind["allocator"], f"BENCH_ALLOCATOR{where}", "setting"))
+        parts.append(_side(by_kind["allocator"], f"BENCH_ALLOCATOR{where}", lambda r: r["setting"]))
     evals = by_kind.get("eval", [])
     for shape in dict.fromkeys(r["shape"] for r in evals):
         parts.append(_evaluation([r for r in evals if r["shape"] == shape]))

@@ -154,6 +154,17 @@ def test_training_records_carry_the_fields_scripts_compare():
     assert rows[0]["ratio"] == 1.0 and math.isfinite(rows[1]["ratio"]) and rows[1]["baseline"] == "vae"
 
 
+def test_a_method_far_slower_than_the_baseline_is_not_timed_at_larger_shapes(monkeypatch):
+    monkeypatch.setattr(perf, "MAX_RATIO", 0.0)  # every method counts as slow after the first shape
+    two = [TINY, perf.Shape("tiny2", Backbone(8, 12, 12, 4), 7, 50)]
+    rows = perf.train_records(["vae", "dg-vae"], two, 1, 0, torch.device("cpu"), "vae", 1.0, batch=4)
+    assert [(r["shape"], r["method"], "skipped" in r) for r in rows] == [
+        ("tiny", "vae", False), ("tiny", "dg-vae", False), ("tiny2", "vae", False), ("tiny2", "dg-vae", True)]
+    named = perf.train_records(["vae", "dg-vae"], two, 1, 0, torch.device("cpu"), "vae", 1.0, ["dg-vae"], batch=4)
+    assert not any("skipped" in r for r in named)
+    assert "not timed: dg-vae" in format_report(rows)
+
+
 def test_peak_memory_sees_a_step_that_allocates():
     mib, how = perf.peak_memory(lambda: torch.ones(16 * 2**20).sum(), torch.device("cpu"))  # 64 MiB
     assert "ru_maxrss" in how
@@ -198,6 +209,17 @@ def test_regularizer_term():
     assert reg["peak_MiB_measured"] > 0 and reg["ms_fwd_bwd"] > 0
     constant = perf.regularizer_term("vmf-vae", batch=8, dim=4, repeats=1)  # no gradient to take
     assert constant["ms_fwd_bwd"] > 0
+
+
+def test_the_demo_profile_keeps_the_quick_schedule_shape():
+    from vae_collapse_bench.bench.config import PROFILES
+
+    demo, quick = PROFILES["demo"], PROFILES["quick"]
+    assert demo.backbone == quick.backbone and demo.training.batch_size == quick.training.batch_size
+    for name in ("lr", "anneal_epochs", "decay_from_epoch", "patience"):
+        assert getattr(demo.training, name) == getattr(quick.training, name), name
+    # dg-vae escapes collapse at epochs 19-24 of this schedule: the demo must run past them
+    assert demo.training.max_epochs >= 28
 
 
 def test_shapes():
