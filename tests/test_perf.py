@@ -74,6 +74,25 @@ def test_sequence_log_prob_keeps_its_value_on_the_contiguous_layout():
     torch.testing.assert_close(sequence_log_prob(logits, x, z, max_rows=4), strided)
 
 
+def test_blocked_projection_without_gradients_equals_the_whole(monkeypatch):
+    from vae_collapse_bench.bench import model as model_module
+
+    gen = torch.Generator().manual_seed(6)
+    project = torch.nn.Linear(8, 37, bias=False)
+    features, targets = torch.randn(5, 7, 8, generator=gen), torch.randint(0, 37, (5, 7), generator=gen)
+    whole = token_nll(project(features), targets)
+    assert torch.equal(model_module.projected_nll(features, targets, project), whole)  # gradients: one block
+    monkeypatch.setattr(model_module, "LOGIT_BLOCK", 37 * 3)  # blocks of max(3, F = 8) = 8 tokens
+    with torch.no_grad():
+        torch.testing.assert_close(model_module.projected_nll(features, targets, project), whole)
+        vae = registry.get("vae").cls(37, Backbone(8, 12, 8, 4)).eval()
+        x = torch.randint(1, 37, (3, 6), generator=gen)
+        z = torch.randn(4, 3, 4, generator=gen)
+        by_logits = sequence_log_prob(vae.decoder_logits, x, z)
+        torch.testing.assert_close(vae.log_px_z(x, z), by_logits)
+        torch.testing.assert_close(vae.log_px_z(x, z, max_rows=5), by_logits)
+
+
 # --------------------------------------------------------------------------- FLOPs
 def test_step_flops_by_hand():
     # B 2, T 3 (T' 2), V 5, E 4, H_e 6, H_d 7, D 2 (C 2, F 7, P 4):
