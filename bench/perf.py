@@ -19,6 +19,7 @@ What is measured (design.md §11), in this order, every figure from this run:
   (/proc/self/clear_refs); on a GPU torch.cuda.max_memory_allocated over one step.
 * **threads** (CPU): the baseline's step at the quick and snli shapes with 1 thread and with torch's
   default (small LSTMs are latency-bound: two 1-thread workers may beat one 2-thread process).
+* **variants** (GPU): the baseline's step under bf16 autocast and with cuDNN's LSTM off, per shape.
 * **allocator** (CPU): the baseline's step at the largest shape in a fresh process per
   BENCH_ALLOCATOR setting (bench.allocator), with its page faults.
 * **evaluation** (the evaluator's own code, bench.evaluate, on random sentences of the shape's T at
@@ -214,8 +215,9 @@ def _minflt() -> int:
 
 def time_steps(methods: Sequence[str], shape: Shape, repeats: int = 5, warmup: int = 2, batch: int = BATCH,
                device: torch.device | str = "cpu", kl_weight: float = 0.5, clip: float = 5.0,
-               baseline: str | None = None, peak: float = math.nan) -> list[dict]:
-    """Training records of each method at one shape (module docstring), timed round-robin."""
+               baseline: str | None = None, peak: float = math.nan, context=contextlib.nullcontext) -> list[dict]:
+    """Training records of each method at one shape (module docstring), timed round-robin; every
+    step runs inside `context()` (e.g. bf16 autocast)."""
     baseline = baseline or methods[0]
     device = torch.device(device)
     x = random_batch(shape.seq_len, batch, shape.vocab, device=device)
@@ -226,13 +228,18 @@ def time_steps(methods: Sequence[str], shape: Shape, repeats: int = 5, warmup: i
         model = spec.cls(shape.vocab, shape.backbone, spec.resolve()).to(device).train()
         # the method's own optimizers and training_step: a multi-step method (aae) is timed whole
         ctx = StepContext(kl_weight, model.configure_optimizers(PROFILES["paper"].training), clip)
-        mib, how = peak_memory(lambda model=model, ctx=ctx: model.training_step(x, ctx), device)
+        def first(model=model, ctx=ctx):
+            with context():
+                model.training_step(x, ctx)
+
+        mib, how = peak_memory(first, device)
         setups.append((name, model, ctx, mib, how))
 
     def step(model, ctx) -> tuple[float, int]:
         _sync(device)
         faults, start = _minflt(), time.perf_counter()
-        model.training_step(x, ctx)
+        with context():
+            model.training_step(x, ctx)
         _sync(device)
         return time.perf_counter() - start, _minflt() - faults
 
@@ -277,6 +284,20 @@ def thread_rows(method: str, shape: Shape, repeats: int, warmup: int, peak: floa
         finally:
             torch.set_num_threads(default)
         rows.append({**row, "kind": "threads"})
+    return rows
+
+
+def variant_rows(method: str, shape: Shape, repeats: int, warmup: int, device: torch.device,
+                 peak: float) -> list[dict]:
+    """`method`'s step under bf16 autocast and (CUDA) with cuDNN's LSTM off, beside its fp32 step;
+    `fraction_of_peak` stays against the fp32 peak."""
+    variants = {"bf16 autocast": lambda: torch.autocast(device.type, dtype=torch.bfloat16)}
+    if device.type == "cuda":
+        variants["cuDNN off"] = lambda: torch.backends.cudnn.flags(enabled=False)
+    rows = []
+    for name, context in variants.items():
+        row = time_steps([method], shape, repeats, warmup, device=device, peak=peak, context=context)[0]
+        rows.append({**row, "kind": "variant", "variant": name})
     return rows
 
 
@@ -395,6 +416,10 @@ def run(methods: Sequence[str], profile: str = "quick", repeats: int = 5, warmup
     records += matmul_rows(shape_list, device)
     peak = peak_gflops(records)
     records += train_records(methods, shape_list, repeats, warmup, device, baseline, peak, named, log)
+    if device.type == "cuda":
+        log("bf16 autocast and cuDNN")
+        for shape in shape_list:
+            records += variant_rows(baseline, shape, repeats, warmup, device, peak)
     if device.type == "cpu":
         log("threads")
         for shape in shape_list[:2]:  # the quick and snli backbones

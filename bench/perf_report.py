@@ -107,6 +107,14 @@ def format_report(records: list[dict]) -> str:
         r0 = by_kind["threads"][0]
         parts.append(_side(by_kind["threads"], f"torch threads ({r0['method']})",
                            lambda r: f"{r['shape']}, {r['threads']} thread{'s' * (r['threads'] > 1)}"))
+    if by_kind.get("variant"):
+        base = {(r["method"], r["shape"]): r for r in train}
+        lines = []
+        for r in by_kind["variant"]:
+            fp32 = base.get((r["method"], r["shape"]))
+            vs = f" ({r['ms_per_step'] / fp32['ms_per_step']:.2f}x fp32)" if fp32 else ""
+            lines.append(f"{r['shape']}, {r['variant']}: {r['ms_per_step']:,.1f} ms/step{vs}")
+        parts.append(f"variants ({by_kind['variant'][0]['method']})\n  " + "\n  ".join(lines))
     if by_kind.get("allocator"):
         r0 = next((r for r in by_kind["allocator"] if "shape" in r), None)
         where = f" ({r0['method']} at {r0['shape']}, a fresh process each)" if r0 else ""

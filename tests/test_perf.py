@@ -184,6 +184,13 @@ def test_a_method_far_slower_than_the_baseline_is_not_timed_at_larger_shapes(mon
     assert "not timed: dg-vae" in format_report(rows)
 
 
+def test_variant_rows_time_the_step_under_autocast():
+    rows = perf.variant_rows("vae", TINY, 1, 0, torch.device("cpu"), 1.0)  # cuDNN only on a GPU
+    assert [(r["kind"], r["variant"], r["method"]) for r in rows] == [("variant", "bf16 autocast", "vae")]
+    train = perf.time_steps(["vae"], TINY, repeats=1, warmup=0, batch=32)
+    assert "tiny, bf16 autocast" in format_report(train + rows)
+
+
 def test_peak_memory_sees_a_step_that_allocates():
     mib, how = perf.peak_memory(lambda: torch.ones(16 * 2**20).sum(), torch.device("cpu"))  # 64 MiB
     assert "ru_maxrss" in how
