@@ -403,7 +403,9 @@ class Search:
 
             def on_epoch(record: dict) -> None:
                 values = held_out_likelihoods(model, self.valid, ev, seed, self.device)
-                curve.append({"epoch": record["epoch"], **values})
+                values.update(latent_use(model, self.valid, ev, self.device))
+                feasible = is_feasible(constraint_values(values, self.latent_dim))
+                curve.append({"epoch": record["epoch"], **values, "feasible": feasible})
                 trial.set_user_attr("curve", curve)
                 trial.set_user_attr("epoch", record["epoch"])  # what `bench status` shows of a running trial
                 if self.objective.prunable:
@@ -429,7 +431,7 @@ class Search:
                     f"{name} = {result.metrics[name]}" for name in bad))
         except optuna.TrialPruned:
             epoch = curve[-1]["epoch"]
-            use = latent_use(model, self.valid, ev, self.device)
+            use = {name: curve[-1][name] for name in ("AU", "CU")}
             constraints = constraint_values(use, self.latent_dim)
             for name, value in constraints.items():
                 trial.set_constraint(name, value)

@@ -76,6 +76,26 @@ def test_a_trial_draws_what_its_seed_and_number_say_whatever_the_process_drew_be
     assert reseeded.ask().suggest_float("x", 0.0, 1.0) != first.trials[0].params["x"]
 
 
+def test_a_pruner_judges_a_trial_only_once_it_is_feasible_and_only_against_feasible_ones():
+    """Median pruning at epoch 3 among three finished trials: a collapsed one (infeasible, best
+    priorLL) is left out of the median; a trial not yet feasible is never pruned."""
+    study = optuna.create_study(direction="maximize")
+
+    def trial(value, feasible, state=TrialState.COMPLETE):
+        return create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
+                            intermediate_values={3: value}, params={}, distributions={},
+                            user_attrs={"curve": [{"epoch": 3, "priorLL": value, "feasible": feasible}]})
+
+    for value, feasible in ((-40.0, False), (-50.0, True), (-52.0, True)):
+        study.add_trial(trial(value, feasible))
+    pruner = sampling.FeasibleOnly(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    assert pruner.prune(study, trial(-51.5, True, TrialState.RUNNING))  # below the feasible median -51
+    assert not pruner.prune(study, trial(-50.5, True, TrialState.RUNNING))
+    assert not pruner.prune(study, trial(-60.0, False, TrialState.RUNNING))  # may still escape collapse
+    plain = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    assert plain.prune(study, trial(-50.5, True, TrialState.RUNNING))  # the collapsed trial moved the median
+
+
 def test_shown_settings_round_floats_to_four_significant_digits():
     assert search.setting_text(search.shown({"gamma": 0.873452, "agg": 4, "m": "default"})) == \
         "agg=4,gamma=0.8735,m=default"
