@@ -203,7 +203,7 @@ def peak_memory(fn, device: torch.device) -> tuple[float, str]:
     reset = _reset_high_water_mark()
     before = _maxrss_bytes()
     fn()
-    how = ("ru_maxrss growth over one step (high-water mark reset, freed memory trimmed)" if reset
+    how = ("ru_maxrss growth in one step (high-water mark reset, free memory trimmed)" if reset
            else "ru_maxrss growth (process high-water mark: 0 when an earlier step peaked higher)")
     return (_maxrss_bytes() - before) / 2**20, how
 
@@ -393,7 +393,7 @@ def train_records(methods: Sequence[str], shape_list: Sequence[Shape], repeats: 
         records += rows + [{"kind": "train", "method": m, "shape": shape.label, "backbone": shape.sizes,
                             "T": shape.seq_len, "V": shape.vocab, "B": batch,
                             "skipped": f"{r['ratio']:.0f}x {baseline} at {r['shape']}; name it in --methods "
-                                       "to time it here"} for m, r in slow.items()]
+                                       "to time it"} for m, r in slow.items()]
         slow.update({r["method"]: r for r in rows
                      if r["ratio"] > MAX_RATIO and r["method"] not in (*named, baseline)})
     return records
