@@ -776,16 +776,20 @@ def print_search(summary, target: int | None = None) -> int:
         out.print("no complete trial meets the constraints yet")
     if summary.rows:
         mark = "best" if summary.objective == "priorLL" else "front"
+        rows = [[str(r.number), r.setting,
+                 *(fixed(r.metrics.get(k, float("nan")), 0 if k in ("AU", "CU") else 2)
+                   for k in ("priorLL", "postLL", "AU", "CU")),
+                 {True: "yes", False: "no", None: "-"}[r.feasible],
+                 ", ".join(filter(None, [mark if r.chosen else "", r.note]))] for r in summary.rows]
         table = Table(box=box.SIMPLE_HEAD)
-        for col in ("trial", "setting", "priorLL", "postLL", "AU", "CU", "feasible", "note"):
-            table.add_column(col, no_wrap=col != "setting", overflow="fold",
-                             justify="right" if col in ("trial", "priorLL", "postLL", "AU", "CU") else "left")
-        for r in summary.rows:
-            m = r.metrics
-            feasible = {True: "yes", False: "no", None: "-"}[r.feasible]
-            table.add_row(str(r.number), r.setting, *(fixed(m.get(k, float("nan")), 0 if k in ("AU", "CU") else 2)
-                                                      for k in ("priorLL", "postLL", "AU", "CU")),
-                          feasible, ", ".join(filter(None, [mark if r.chosen else "", r.note])))
+        for i, col in enumerate(("trial", "setting", "priorLL", "postLL", "AU", "CU", "feasible", "note")):
+            widest = max(len(col), *(len(row[i]) for row in rows))
+            # numbers are never cut; a long setting or note folds onto the next line
+            table.add_column(col, justify="right" if col in ("trial", "priorLL", "postLL", "AU", "CU") else "left",
+                             no_wrap=col not in ("setting", "note"), overflow="fold",
+                             min_width=widest if col not in ("setting", "note") else min(widest, 12))
+        for row in rows:
+            table.add_row(*row)
         out.print(table)
     c = summary.counts
     return 1 if target is not None and c["complete"] + c["pruned"] < target else 0

@@ -95,16 +95,18 @@ def _row(t: FrozenTrial) -> TrialRow:
     params = a.get("params", t.params)
     feasible = is_feasible(t.constraints) if t.constraints else None
     metrics = a.get("metrics") or a.get("latent_use") or {}
-    note = f"same as {a['same_as']}" if "same_as" in a else (
-        f"pruned at epoch {a['pruned_at_epoch']}" if "pruned_at_epoch" in a else "")
+    same = str(a.get("same_as", ""))
+    # a result reused from the method's search under the other objective: "from <objective> trial n"
+    note = f"from {same.split('/')[-1]}" if same.startswith(PREFIX) else ""
     return TrialRow(t.number, t.state.name.lower(), params, setting_text(shown(params)), dict(metrics),
                     list(t.values) if t.values else None, feasible, note=note)
 
 
 def summarise(study: optuna.Study, top: int = 10) -> SearchSummary:
-    """Counts, and the rows `--show` prints: the chosen trials (the best feasible one, or the
-    feasible Pareto front) first, then the other complete trials, feasible ones first, best first;
-    at most `top` rows besides the chosen ones."""
+    """Counts, and the rows `--show` prints, one per setting (its first complete trial; "+k
+    reused": trials that reused its result): the chosen ones (the best feasible trial, or the
+    feasible Pareto front) first, then the others, feasible ones first, best first; at most `top`
+    rows besides the chosen ones."""
     attrs = study.user_attrs
     objective = get_objective(attrs.get("objective", "priorLL"))
     trials = study.get_trials(deepcopy=False)
@@ -115,10 +117,20 @@ def summarise(study: optuna.Study, top: int = 10) -> SearchSummary:
               "reused": sum("same_as" in t.user_attrs for t in trials if t.state == TrialState.COMPLETE),
               "feasible": sum(bool(t.constraints) and is_feasible(t.constraints)
                               for t in trials if t.state == TrialState.COMPLETE)}
-    complete = [_row(t) for t in trials if t.state == TrialState.COMPLETE]
+    complete, repeats = [], {}
+    for t in trials:  # one row per setting: its first trial, and how many more reused it
+        if t.state == TrialState.COMPLETE:
+            row = _row(t)
+            first = next((r for r in complete if r.params == row.params), None)
+            if first is None:
+                complete.append(row)
+            else:
+                repeats[first.number] = repeats.get(first.number, 0) + 1
     chosen_numbers = {t.number for t in chosen_trials(study)}
     for r in complete:
         r.chosen = r.number in chosen_numbers
+        if r.number in repeats:
+            r.note = ", ".join(filter(None, [r.note, f"+{repeats[r.number]} reused"]))
     complete.sort(key=lambda r: (not r.chosen, r.feasible is False, [-v for v in r.values or []]))
     shown_rows = [r for r in complete if r.chosen] + [r for r in complete if not r.chosen][:top]
     return SearchSummary(study.study_name, objective.name, attrs, counts, shown_rows,
@@ -133,7 +145,13 @@ def chosen_trials(study: optuna.Study) -> list[FrozenTrial]:
                     if is_feasible(t.constraints)]
         return [max(feasible, key=lambda t: (t.value, -t.number))] if feasible else []
     front = [t for t in study.best_trials if is_feasible(t.constraints)]  # Optuna: feasible trials only
-    return sorted(front, key=lambda t: (-t.values[0], t.number))
+    chosen, seen = [], []
+    for t in sorted(front, key=lambda t: (-t.values[0], t.number)):  # a reused setting is one point
+        params = t.user_attrs.get("params", t.params)
+        if params not in seen:
+            seen.append(params)
+            chosen.append(t)
+    return chosen
 
 
 def _closest_to_feasible(study: optuna.Study) -> str:
