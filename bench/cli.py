@@ -15,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from vae_collapse_bench.bench import allocator, data, registry
+from vae_collapse_bench.bench import data, registry
 from vae_collapse_bench.bench.config import PROFILES, get_profile
 from vae_collapse_bench.bench.device import check_device
 from vae_collapse_bench.bench.errors import BenchError, plain, quote, unknown
@@ -1203,7 +1203,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    allocator.configure()  # before torch's first CPU tensor (bench.allocator: BENCH_ALLOCATOR)
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)

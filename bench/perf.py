@@ -20,8 +20,9 @@ What is measured (design.md §11), in this order, every figure from this run:
 * **threads** (CPU): the baseline's step at the quick and snli shapes with 1 thread and with torch's
   default (small LSTMs are latency-bound: two 1-thread workers may beat one 2-thread process).
 * **variants** (GPU): the baseline's step under bf16 autocast and with cuDNN's LSTM off, per shape.
-* **allocator** (CPU): the baseline's step at the largest shape in a fresh process per
-  BENCH_ALLOCATOR setting (bench.allocator), with its page faults.
+* **fresh processes** (CPU): the baseline's step at the largest shape in a fresh process per
+  BENCH_RUNTIME setting (bench.runtime: huge pages, glibc thresholds, OpenMP waiting), with its page
+  faults.
 * **evaluation** (the evaluator's own code, bench.evaluate, on random sentences of the shape's T at
   an untrained vae): sentences/s of priorLL/postLL (K = 16) and of IW-NLL (K = 500); seconds of MI
   (the paper profile's draws per datapoint), AU and CU (4,001-point quadrature) for N = 10,000
@@ -54,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from vae_collapse_bench.bench import allocator, registry
+from vae_collapse_bench.bench import RUNTIME, registry, runtime
 from vae_collapse_bench.bench.config import PROFILES, Backbone
 from vae_collapse_bench.bench.device import check_device
 from vae_collapse_bench.bench.errors import BenchError, plain
@@ -199,7 +200,7 @@ def peak_memory(fn, device: torch.device) -> tuple[float, str]:
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "torch.cuda.max_memory_allocated"
-    allocator.trim()
+    runtime.trim()
     reset = _reset_high_water_mark()
     before = _maxrss_bytes()
     fn()
@@ -301,26 +302,32 @@ def variant_rows(method: str, shape: Shape, repeats: int, warmup: int, device: t
     return rows
 
 
-def allocator_rows(method: str, shape: Shape, repeats: int, warmup: int, profile: str) -> list[dict]:
-    """`method`'s step at `shape` in a fresh process per BENCH_ALLOCATOR setting (CPU)."""
+def process_settings() -> dict[str, tuple[dict[str, str], tuple[str, ...]]]:
+    """Fresh-process variants, label -> (environment set, environment removed): each BENCH_RUNTIME
+    setting, whose effects (huge pages, OpenMP's waiting) only a new process can show; the variables
+    the settings would have set are removed first so that each shows its own."""
+    own = ("THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY")
+    return {f"{runtime.ENV}={name}": ({runtime.ENV: name}, own) for name in runtime.SETTINGS}
+
+
+def process_rows(method: str, shape: Shape, repeats: int, warmup: int, profile: str) -> list[dict]:
+    """`method`'s step at `shape` in a fresh process per `process_settings` entry (CPU)."""
     code = ("import json, sys, torch\n"
-            "from vae_collapse_bench.bench import allocator, perf\n"
-            "done = allocator.configure()\n"
+            "from vae_collapse_bench.bench import RUNTIME, perf, runtime\n"
             f"torch.set_num_threads({torch.get_num_threads()})\n"
             f"shape = [s for s in perf.shapes({profile!r}) if s.label == {shape.label!r}][0]\n"
             f"row = perf.time_steps([{method!r}], shape, {repeats}, {warmup})[0]\n"
-            "print(json.dumps({**row, 'allocator': done, 'faults_per_mib': allocator.faults_per_mib()}))\n")
+            "print(json.dumps({**row, 'runtime': RUNTIME, 'faults_per_mib': runtime.faults_per_mib()}))\n")
     rows = []
-    for setting in allocator.SETTINGS:
-        env = {**os.environ, allocator.ENV: setting}
-        if setting == "system":  # what the tuned setting would have set, unset: glibc's and torch's own
-            env.pop("THP_MEM_ALLOC_ENABLE", None)
+    for label, (put, drop) in process_settings().items():
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        env.update(put)
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            rows.append({"kind": "allocator", "setting": setting, "error": tail[:200]})
+            rows.append({"kind": "process", "setting": label, "error": tail[:200]})
             continue
-        rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), "kind": "allocator", "setting": setting})
+        rows.append({**json.loads(done.stdout.strip().splitlines()[-1]), "kind": "process", "setting": label})
     return rows
 
 
@@ -424,8 +431,8 @@ def run(methods: Sequence[str], profile: str = "quick", repeats: int = 5, warmup
         log("threads")
         for shape in shape_list[:2]:  # the quick and snli backbones
             records += thread_rows(baseline, shape, repeats, warmup, peak)
-        log("allocator (fresh processes)")
-        records += allocator_rows(baseline, shape_list[-1], max(2, repeats // 2), 1, profile)
+        log("BENCH_RUNTIME settings (fresh processes)")
+        records += process_rows(baseline, shape_list[-1], max(2, repeats // 2), 1, profile)
     for shape in shape_list[1:]:  # the paper backbones
         log(f"evaluation at {shape.label}")
         sizes = EVAL_SIZES["yahoo" if shape.label == "yahoo" else profile]
@@ -442,9 +449,10 @@ def machine_record(device: torch.device, profile: str) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return {"kind": "machine", "device": str(device), "device_name": name, "profile": profile,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "allocator": allocator.setting(),
+            "python": platform.python_version(), "runtime": RUNTIME,
             "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
-            "faults_per_mib": allocator.faults_per_mib() if device.type == "cpu" else None}
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+            "faults_per_mib": runtime.faults_per_mib() if device.type == "cpu" else None}
 
 
 def _cpu_name() -> str:

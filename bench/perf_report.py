@@ -26,10 +26,11 @@ def _num(value: float, digits: int = 1) -> str:
 
 def _machine(r: dict) -> str:
     thp = r.get("faults_per_mib")
-    pages = "" if thp is None else f" ({thp:.1f} page faults per MiB written)"
+    pages = "" if thp is None else f"; {thp:.1f} page faults per MiB written"
+    name, _, detail = r["runtime"].partition(" (")
     return (f"bench perf, profile {r['profile']}, on {r['device']} ({r['device_name']})\n"
             f"torch {r['torch']}, {r['threads']} threads of {r['cpus']} cpus\n"
-            f"BENCH_ALLOCATOR {r['allocator']}{pages}\ncommand: {r.get('command', 'bench perf')}")
+            f"BENCH_RUNTIME {name}{pages}\n  {detail.rstrip(')')}\ncommand: {r.get('command', 'bench perf')}")
 
 
 def _matmuls(rows: list[dict]) -> str:
@@ -126,10 +127,10 @@ def format_report(records: list[dict]) -> str:
             vs = f" ({r['ms_per_step'] / fp32['ms_per_step']:.2f}x fp32)" if fp32 else ""
             lines.append(f"{r['shape']}, {r['variant']}: {r['ms_per_step']:,.1f} ms/step{vs}")
         parts.append(f"variants ({by_kind['variant'][0]['method']})\n  " + "\n  ".join(lines))
-    if by_kind.get("allocator"):
-        r0 = next((r for r in by_kind["allocator"] if "shape" in r), None)
-        where = f" ({r0['method']} at {r0['shape']}, a fresh process each)" if r0 else ""
-        parts.append(_side(by_kind["allocator"], f"BENCH_ALLOCATOR{where}", lambda r: r["setting"]))
+    if by_kind.get("process"):
+        r0 = next((r for r in by_kind["process"] if "shape" in r), None)
+        where = f" ({r0['method']} at {r0['shape']})" if r0 else ""
+        parts.append(_side(by_kind["process"], f"a fresh process each{where}", lambda r: r["setting"]))
     evals = by_kind.get("eval", [])
     for shape in dict.fromkeys(r["shape"] for r in evals):
         parts.append(_evaluation([r for r in evals if r["shape"] == shape]))

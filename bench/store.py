@@ -274,11 +274,13 @@ class RunStore:
         the live claim that got there first (then this process must leave the run alone)."""
         self.fail_stale()
         import torch
+        from vae_collapse_bench.bench import RUNTIME
 
         # intra-op threads change the order of float reductions, hence the numbers: same seed, same
         # machine and same thread count give the same result
         base = {"host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv),
-                "versions": package_versions(), "torch_threads": torch.get_num_threads(), "claim": key}
+                "versions": package_versions(), "torch_threads": torch.get_num_threads(), "claim": key,
+                "runtime": RUNTIME}  # bench.runtime: allocator and OpenMP waiting (speed, not numbers)
         template = create_trial(state=TrialState.RUNNING, user_attrs={**base, **attrs})
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         earlier = [t for t in self._with("claim", key, TrialState.RUNNING) if t._trial_id < trial_id]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from vae_collapse_bench.bench import allocator, metrics, perf, perf_eval, registry
+from vae_collapse_bench.bench import metrics, perf, perf_eval, registry, runtime
 from vae_collapse_bench.bench.config import Backbone
 from vae_collapse_bench.bench.data import PAD
 from vae_collapse_bench.bench.errors import BenchError
@@ -222,10 +222,10 @@ def test_the_report_has_every_section():
                                peak=perf.peak_gflops(records))
     records += perf_eval.eval_rows(TINY, torch.device("cpu"), 2, 2, n_encodings=20)
     records.append(perf.regularizer_term("dg-vae", batch=8, dim=4, repeats=1))
-    records.append({"kind": "allocator", "setting": "system", "error": "boom"})
+    records.append({"kind": "process", "setting": "BENCH_RUNTIME=system", "error": "boom"})
     text = format_report(records)
     for part in ("matmul", "training at tiny", "x vae", "of peak", "evaluation at tiny", "IW-NLL", "CU",
-                 "ratios", "regularizer alone", "system: failed (boom)"):
+                 "ratios", "regularizer alone", "BENCH_RUNTIME=system: failed (boom)"):
         assert part in text, part
     json.dumps(records)  # every record is JSON
 
@@ -279,21 +279,40 @@ def test_perf_arguments_are_parsed_by_the_one_cli_parser(capsys):
     assert main(["perf", "--repeats", "0"]) == 2 and "--repeats must be >= 1" in capsys.readouterr().err
 
 
-def test_allocator_settings_in_a_fresh_process():
-    code = ("import os; from vae_collapse_bench.bench import allocator; done = allocator.configure(); "
-            "print(done); print(os.environ.get('THP_MEM_ALLOC_ENABLE')); print(allocator.faults_per_mib())")
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE" and not k.startswith("MALLOC_")}
+def test_runtime_settings_in_a_fresh_process():
+    code = ("import os; from vae_collapse_bench.bench import RUNTIME, runtime; print(RUNTIME); "
+            "print(os.environ.get('THP_MEM_ALLOC_ENABLE')); print(os.environ.get('OMP_WAIT_POLICY')); "
+            "print(runtime.faults_per_mib())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY") and not k.startswith("MALLOC_")}
     outs = {}
-    for setting in allocator.SETTINGS:
+    for setting in runtime.SETTINGS + ("tuned-but-mine",):
+        extra = {runtime.ENV: setting}
+        if setting == "tuned-but-mine":  # what the user set wins
+            extra = {runtime.ENV: "tuned", "OMP_WAIT_POLICY": "ACTIVE", "THP_MEM_ALLOC_ENABLE": "0"}
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
-                              env={**env, allocator.ENV: setting, "OMP_NUM_THREADS": "1"})
+                              env={**env, **extra, "OMP_NUM_THREADS": "1"})
         assert done.returncode == 0, done.stderr
         outs[setting] = done.stdout.split("\n")
-    assert outs["tuned"][0].startswith("tuned (THP_MEM_ALLOC_ENABLE=1") and outs["tuned"][1] == "1"
-    assert outs["system"][0].startswith("system") and outs["system"][1] == "None"
+    assert outs["tuned"][0].startswith("tuned (THP_MEM_ALLOC_ENABLE=1, glibc mmap 32 MiB")
+    assert outs["tuned"][0].endswith("OMP_WAIT_POLICY=PASSIVE)") and outs["tuned"][1:3] == ["1", "PASSIVE"]
+    assert outs["memory"][1:3] == ["1", "None"] and "OMP_WAIT_POLICY" not in outs["memory"][0]
+    assert outs["system"][0].startswith("system") and outs["system"][1:3] == ["None", "None"]
+    assert outs["tuned-but-mine"][1:3] == ["0", "ACTIVE"]
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if thp.exists() and "[never]" not in thp.read_text():  # huge pages: far fewer faults per MiB
-        assert float(outs["tuned"][2]) < float(outs["system"][2]) / 4
+        assert float(outs["tuned"][3]) < float(outs["system"][3]) / 4
+
+
+def test_process_rows_run_each_setting_in_a_fresh_process(monkeypatch):
+    quick = perf.shapes("quick")[0]
+    settings = {"BENCH_RUNTIME=system": ({runtime.ENV: "system"}, ("THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY"))}
+    monkeypatch.setattr(perf, "process_settings", lambda: settings)
+    ok = perf.process_rows("vae", quick, 1, 0, "quick")[0]
+    assert ok["kind"] == "process" and ok["setting"] == "BENCH_RUNTIME=system"
+    assert ok["runtime"].startswith("system") and ok["ms_per_step"] > 0 and ok["faults_per_mib"] > 0
+    (missing,) = perf.process_rows("vae", perf.Shape("nowhere", quick.backbone, 6, 50), 1, 0, "quick")
+    assert "error" in missing  # a child that fails (no shape "nowhere" there) is a record, not an exception
 
 
 @pytest.mark.slow
