@@ -160,6 +160,23 @@ def test_log_prob_cross_one_product_equals_per_pair_log_prob():
     torch.testing.assert_close(q.log_prob_cross(z), per_pair, rtol=1e-10, atol=1e-9)
 
 
+@pytest.mark.parametrize("logvar", [0.0, -50.0, 40.0])  # plain; exp overflows; exp underflows
+def test_mutual_information_sums_exponentials_like_logsumexp(logvar):
+    from vae_collapse_bench.bench.posterior import DiagGaussian
+
+    gen = torch.Generator().manual_seed(7)
+    f64 = torch.float64
+    loc = torch.randn(20, 32, generator=gen, dtype=f64)
+    lv = torch.full((20, 32), logvar, dtype=f64) + 0.5 * torch.rand(20, 32, generator=gen, dtype=f64)
+    q = DiagGaussian(loc, lv)
+    mi = metrics.mutual_information(q, n_samples=3, chunk_size=7, generator=torch.Generator().manual_seed(1))
+    z = q.rsample(3, generator=torch.Generator().manual_seed(1))  # the same draws, by hand
+    own = q.log_prob(z).double().mean()
+    cross = torch.logsumexp(q.log_prob_cross(z.reshape(-1, 32)), dim=1).mean() - math.log(20)
+    assert mi == pytest.approx(float(own - cross), rel=1e-12, abs=1e-9)
+    assert math.isfinite(mi)
+
+
 # --------------------------------------------------------------------------- records
 def test_training_records_carry_the_fields_scripts_compare():
     rows = perf.time_steps(["vae", "dg-vae"], TINY, repeats=2, warmup=0, batch=4, peak=10.0)
