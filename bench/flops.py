@@ -85,3 +85,12 @@ def model_step_flops(model, batch: int, seq_len: int) -> StepFlops:
 def matmul_flops(m: int, k: int, n: int) -> int:
     """[m, k] @ [k, n]: 2 m k n."""
     return 2 * m * k * n
+
+
+def log_px_z_flops(model, seq_len: int) -> int:
+    """Forward FLOPs of log p(x|z) for one sentence of `seq_len` tokens and one z (what the evaluator
+    repeats K times per sentence): the decoder LSTM over T' steps, the output projection and
+    c0 = W c; the softmax and the encoder (once per sentence, not per sample) are left out."""
+    f = model_step_flops(model, 1, seq_len)
+    dec = model.decoder
+    return f.decoder_lstm + f.output_projection + 2 * dec.init_c.in_features * dec.init_c.out_features

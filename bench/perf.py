@@ -437,7 +437,8 @@ def run(methods: Sequence[str], profile: str = "quick", repeats: int = 5, warmup
         log(f"evaluation at {shape.label}")
         sizes = EVAL_SIZES["yahoo" if shape.label == "yahoo" else profile]
         pairs = sizes["interp_pairs"] if interpolation_pairs is None else interpolation_pairs
-        records += eval_rows(shape, device, sizes["ll_sentences"], sizes["iw_sentences"], interp_pairs=pairs)
+        records += eval_rows(shape, device, sizes["ll_sentences"], sizes["iw_sentences"], interp_pairs=pairs,
+                             peak=peak)
     log("regularizers")
     records += [regularizer_term(m, repeats=max(repeats, 5), device=device) for m in methods]
     return records

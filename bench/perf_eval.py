@@ -8,12 +8,14 @@ greedy-decoding tokens/s and interpolation pairs/s (`bench.interpolate.speed`).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import fields, replace
 
 import torch
 from vae_collapse_bench.bench import registry
 from vae_collapse_bench.bench.config import PROFILES, Evaluation
+from vae_collapse_bench.bench.flops import log_px_z_flops
 from vae_collapse_bench.bench.perf import Shape, _sync, random_batch
 
 # Evaluation sizes per profile: sentences timed for priorLL/postLL and IW-NLL, interpolation pairs.
@@ -32,8 +34,9 @@ def _eval_config(**sizes) -> Evaluation:
 
 
 def eval_rows(shape: Shape, device: torch.device, ll_sentences: int, iw_sentences: int,
-              n_encodings: int = 10_000, interp_pairs: int = 0) -> list[dict]:
-    """Evaluation records at one shape (module docstring)."""
+              n_encodings: int = 10_000, interp_pairs: int = 0, peak: float = math.nan) -> list[dict]:
+    """Evaluation records at one shape (module docstring); the likelihoods' GFLOP/s count K decoder
+    passes per sentence (`bench.flops.log_px_z_flops`) against the matmul `peak`."""
     from vae_collapse_bench.bench import metrics
     from vae_collapse_bench.bench.data import Split
     from vae_collapse_bench.bench.evaluate import evaluate
@@ -50,12 +53,15 @@ def eval_rows(shape: Shape, device: torch.device, ll_sentences: int, iw_sentence
 
     timed("prior_post_ll", 2, ll_samples_per_component=1, iw_samples=2)  # warm-up
     rows = []
-    seconds = timed("prior_post_ll", ll_sentences, ll_samples_per_component=8, iw_samples=2, batch_size=64)
-    rows.append({**base, "what": "priorLL/postLL", "K": 16, "N": ll_sentences, "seconds": seconds,
-                 "sentences_per_s": ll_sentences / seconds})
-    seconds = timed("iw_nll", iw_sentences, ll_samples_per_component=1, iw_samples=500, batch_size=64)
-    rows.append({**base, "what": "IW-NLL", "K": 500, "N": iw_sentences, "seconds": seconds,
-                 "sentences_per_s": iw_sentences / seconds})
+    per_sample = log_px_z_flops(model, shape.seq_len)
+    for what, name, k, n, sizes in [
+        ("priorLL/postLL", "prior_post_ll", 16, ll_sentences, {"ll_samples_per_component": 8, "iw_samples": 2}),
+        ("IW-NLL", "iw_nll", 500, iw_sentences, {"ll_samples_per_component": 1, "iw_samples": 500}),
+    ]:
+        seconds = timed(name, n, batch_size=64, **sizes)
+        gflops = n * k * per_sample / seconds / 1e9
+        rows.append({**base, "what": what, "K": k, "N": n, "seconds": seconds, "sentences_per_s": n / seconds,
+                     "gflops": gflops, "fraction_of_peak": gflops / peak})
 
     ev = PROFILES["paper"].evaluation
     gen = torch.Generator(device=device).manual_seed(0)

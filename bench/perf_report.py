@@ -73,8 +73,10 @@ def _evaluation(rows: list[dict]) -> str:
         if "skipped" in r:
             table.append([r["what"], "-", "-", f"skipped: {r['skipped']}"])
             continue
+        share = f", {100 * r['fraction_of_peak']:.0f}% of peak" if math.isfinite(r.get("fraction_of_peak", math.nan)) \
+            else ""
         rate = ("-" if "sentences_per_s" not in r and "tokens_per_s" not in r and "pairs_per_s" not in r else
-                f"{r['sentences_per_s']:,.1f} sentences/s" if "sentences_per_s" in r else
+                f"{r['sentences_per_s']:,.1f} sentences/s{share}" if "sentences_per_s" in r else
                 f"{r['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in r else f"{r['pairs_per_s']:,.1f} pairs/s")
         size = f"{r['N']:,} x K {r['K']}" if "K" in r else f"N {r['N']:,}"
         table.append([r["what"], size, _num(r["seconds"], 2), rate if rate != "-" else r.get("detail", "")])

@@ -113,6 +113,13 @@ def test_step_flops_at_the_yahoo_backbone_matches_the_issues_yardstick():
     assert total == 517_483_610_112 and abs(total / (4.35 * 120e9) - 1) < 0.02
 
 
+def test_log_px_z_flops_by_hand():
+    from vae_collapse_bench.bench.flops import log_px_z_flops
+
+    vae = registry.get("vae").cls(5, Backbone(4, 6, 7, 2))  # V 5, E 4, H_e 6, H_d 7, D 2; T 3 (T' 2)
+    assert log_px_z_flops(vae, 3) == 2 * 2 * 4 * 7 * (4 + 2 + 7) + 2 * 2 * 7 * 5 + 2 * 2 * 7 == 1624
+
+
 def test_model_step_flops_reads_the_methods_own_widths():
     bb = Backbone(8, 12, 12, 4)
     vae = registry.get("vae").cls(50, bb)
@@ -228,6 +235,7 @@ def test_eval_rows_time_the_evaluator_and_the_latent_statistics():
     what = [r["what"] for r in rows]
     assert what[:5] == ["priorLL/postLL", "IW-NLL", "MI", "AU", "CU"]
     assert rows[0]["K"] == 16 and rows[1]["K"] == 500 and rows[2]["N"] == 50
+    assert rows[0]["gflops"] > 0 and math.isnan(rows[0]["fraction_of_peak"])  # no peak given
     assert all(r["seconds"] > 0 for r in rows[:5]) and rows[0]["sentences_per_s"] > 0
     assert "interpolation" in what  # measured, or skipped with its reason
 
