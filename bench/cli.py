@@ -770,7 +770,8 @@ def print_search(summary, target: int | None = None) -> int:
               if n_valid else f"constraints: {summary.constraints}")
     if summary.chosen:
         what = ("the best feasible trial" if summary.objective == "priorLL"
-                else f"the feasible Pareto front of priorLL and postLL ({len(summary.chosen)} trials)")
+                else f"the feasible Pareto front of priorLL and postLL ({len(summary.chosen)} "
+                     f"trial{'s' if len(summary.chosen) != 1 else ''})")
         out.print(f"chosen: {what}; `bench run --from-search` trains it with fixed seeds on test")
     else:
         out.print("no complete trial meets the constraints yet")
