@@ -17,6 +17,16 @@ Gradients reach the batch's posteriors (as samples and as components), never the
 or while the bank is empty (the first step), the term is dg-vae's `density_gap_kl` with the whole
 batch as one group, the same draws and the same numbers (agg = default).
 
+What the term estimates. The samples come from the batch's mixture q_b, not from q_bank, so its
+expectation per dimension is not KL(q_bank || p) but
+
+    E_{z ~ q_b}[log q_bank(z) - log p(z)] = KL(q_b || p) - KL(q_b || q_bank),
+
+which can be negative: it rewards a batch whose posteriors lie where the (stale, detached) bank has
+little mass, by at most log((B + n) / B) per dimension (q_bank holds q_b with weight B / (B + n)).
+The history shows it (`train_dg` below 0). Sampling the bank's components too would estimate
+KL(q_bank || p) itself; the issue that asked for this method specified batch-only samples.
+
 The bank (`PosteriorBank`, buffers of Q x 2 x D floats plus a fill counter) is filled by training
 steps only: after each step the batch's (mean, log sigma) enter it, detached, and the oldest entries
 leave it. It is part of the model's state_dict, so last.pt holds it and a resumed run goes on with
