@@ -45,7 +45,7 @@ def test_second_run_is_cached_and_provenance_is_stored(synthetic_root, tmp_path)
         assert key in attrs, key
     assert attrs["versions"]["bench"] and attrs["versions"]["torch"]
     assert attrs["config"]["training"]["max_epochs"] == SMOKE.training.max_epochs
-    assert set(attrs["metrics"]) == {"priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL"}
+    assert set(attrs["metrics"]) == {"priorLL", "postLL", "KL", "MI", "AU", "CU", "IW-NLL", "PPL", "Rouge-L"}
 
 
 @dataclass(frozen=True)
