@@ -307,6 +307,8 @@ def cmd_leaderboard(args) -> int:
             continue
         board.meta = {"bench_version": __version__, "command": " ".join(["bench", *args.argv])}
         board.mark_searched(searched_rows(store, args.dataset, p))
+        if truth := true_mi_note_of(args.dataset, store, shown):
+            board.notes.append(truth)
         if reported:
             board.add_reported(*reported)
         boards[p] = (board, shown, stale, store, current)
@@ -324,6 +326,41 @@ def cmd_leaderboard(args) -> int:
         out.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def true_mi_note_of(dataset: str, store, shown) -> str | None:
+    """The generator's true I(x; z) as a board footnote, when the dataset is a generated corpus present
+    here and every run shown was trained on exactly that corpus (the same data checksum)."""
+    from vae_collapse_bench.bench.data.status import generator_mi
+    from vae_collapse_bench.bench.report import true_mi_note
+
+    mi = generator_mi(dataset)
+    if not mi:
+        return None
+    trials = set(shown["trial"])
+    checksums = {t.user_attrs.get("data_checksum") for t in store.trials() if t.number in trials}
+    return true_mi_note(dataset, mi) if checksums == {data.corpus_checksum(dataset)} else None
+
+
+def cmd_claims(args) -> int:
+    """The paper's claims (bench/claims_dg_vae.toml) judged on the board of one dataset and profile:
+    holds, fails or not enough runs, with the means and stds behind each verdict. Reading only."""
+    from vae_collapse_bench.bench.claims_report import FORMATS, check_board
+    from vae_collapse_bench.bench.report import board_from_store
+
+    if args.format not in FORMATS:
+        raise BenchError(f"unknown format {quote(args.format)}: use one of {', '.join(FORMATS)}")
+    if not args.from_file:  # an unknown name is refused as such, with close matches
+        data.get_manifest(args.dataset)
+        get_profile(args.profile)
+    ((profile, store, current, _),) = leaderboard_sources(args)
+    board, _, stale = board_from_store(store, f"{args.dataset} / {profile}", current)
+    if board is None:
+        older = f" ({stale} of an older config)" if stale else ""
+        raise BenchError(f"no finished runs of the current config for {args.dataset} / {profile}{older}: run "
+                         f"`bench run --dataset {args.dataset} --profile {profile}` first")
+    sys.stdout.write(check_board(board).render(args.format))
     return 0
 
 
@@ -1077,6 +1114,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="for the latent pictures of --publish")
     storage_options(p)
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("claims", help="the DG-VAE paper's claims on one board: holds, fails or not enough runs, "
+                                      "with the means and stds over seeds behind each verdict")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--format", default="table", help="table, markdown or json")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="judge a runs export (runs.jsonl of a published board) instead of the storage")
+    storage_options(p)
+    p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("evaluate", help="evaluate stored checkpoints again under the current evaluator "
                                         "(after a change of K or of a metric; never retrains)")

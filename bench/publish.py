@@ -1,8 +1,9 @@
 """`bench leaderboard --publish`: one board written as a folder `<root>/<dataset>/<profile>/`, and the
 index of every published board in `<root>/README.md`.
 
-The folder holds README.md (the table, the figures inline, profile, hardware, compute, the commands
-that reproduce it, stale and failed runs counted), table.csv, table.json, table.tex (booktabs),
+The folder holds README.md (the table, the figures inline, the paper's claims judged on the rows when
+the board has rows they are about, profile, hardware, compute, the commands that reproduce it, stale
+and failed runs counted), table.csv, table.json, table.tex (booktabs),
 index.html (self-contained: sortable, grouped by family, figures embedded), the figures (PNG and
 SVG: trade-off curves, latent pictures, interpolation curves when stored) and runs.jsonl, the compact
 export of the study (bench.export) that `bench leaderboard --from` rebuilds the board from.
@@ -249,8 +250,22 @@ def summary_sections(pub: Publication, counts: dict) -> list[tuple[str, list[str
                f"evaluation); of all {counts['records']} stored records: {counts['compute_hours_all']:.3f} h."]
     rebuild = [f"bench leaderboard --dataset {pub.dataset} --from leaderboards/{pub.dataset}/{pub.profile.name}"
                "/runs.jsonl   # the table again from the export, without training"]
-    return [("Runs", runs, False), ("Profile", described, False), ("Hardware", _hardware(pub), False),
-            ("Compute", compute, False), ("Reproduce", reproduce_commands(pub) + rebuild, True)]
+    return claims_section(pub) + [
+        ("Runs", runs, False), ("Profile", described, False), ("Hardware", _hardware(pub), False),
+        ("Compute", compute, False), ("Reproduce", reproduce_commands(pub) + rebuild, True)]
+
+
+def claims_section(pub: Publication) -> list[tuple[str, list[str], bool]]:
+    """The paper's claims judged on this board (bench.claims_report), when a row a claim is about is on
+    it and its runs share one latent size D; else no section."""
+    from vae_collapse_bench.bench.claims_report import board_names_claim_rows, check_board
+
+    if pub.board.latent_dim is None or not board_names_claim_rows(pub.board):
+        return []
+    report = check_board(pub.board)
+    head = (f"Judged by `bench claims --dataset {pub.dataset} --profile {pub.profile.name}` on the measured rows "
+            f"above ({report.about}): {report.counts()}. The claims are paraphrased from the paper.")
+    return [("Claims of the paper", [head, *report.lines()], False)]
 
 
 # --------------------------------------------------------------------------------------- files
@@ -275,7 +290,9 @@ def _readme(pub: Publication, figures: list[tuple[str, str]], sections) -> str:
         lines += [f"![{stem}]({stem}.png)", "", f"{caption} ([SVG]({stem}.svg))", ""]
     for heading, body, code in sections:
         lines += [f"## {heading}", ""]
-        lines += (["```", *body, "```"] if code else [f"- {line}" for line in body]) + [""]
+        # an indented line (a claim's rows) is an item of the line before it
+        lines += (["```", *body, "```"] if code
+                  else [f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in body]) + [""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

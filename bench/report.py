@@ -89,6 +89,21 @@ def failed_notes(store: RunStore, current_config: str | None, methods: set[str] 
             f"failed ({reasons[0]})." for (method, setting), reasons in failed.items()]
 
 
+def true_mi_note(dataset: str, mi: dict) -> str:
+    """The footnote of a board on a generated corpus: the generator's true I(x; z), bracketed by
+    bench.synthetic.mi_bounds (InfoNCE lower bound <= log K; prior importance-sampling estimate, an
+    upper bound in expectation), beside which the MI column reads. No MI / truth ratio: a model's
+    I_q(x; z) is not bounded by the generator's I(x; z) (an encoder can also keep the sample's
+    word-level noise), so a ratio would not be a share of the information recovered."""
+    return (f"True I(x; z) of the {dataset} generator: {mi['infonce_lower']:.2f} ± {mi['infonce_lower_stderr']:.2f} "
+            f"to {mi['prior_is_upper']:.2f} ± {mi['prior_is_upper_stderr']:.2f} nats (InfoNCE lower bound, K = "
+            f"{mi['K']}, at most log K = {mi['log_K']:.2f}; prior importance-sampling estimate, an upper bound in "
+            f"expectation; ± one standard error over {mi['N']} sentences). The MI column is each model's own "
+            "I_q(x; z) (at most log N): below this bracket a model leaves part of the information the generator's "
+            "z puts into the sentences unused; it can also exceed it, since an encoder may keep the sample's "
+            "word-level noise too, so MI over the true value is not a share recovered.")
+
+
 def _fingerprint(history: list[dict]) -> str:
     """What the trained model was, epoch by epoch: validation reconstruction and KL (the logged
     training terms are left out: a constant offset such as free bits' floor changes them alone)."""

@@ -50,6 +50,7 @@ PUBLISH = ["leaderboard", "--dataset", "synthetic", "--profile", "smoke", "--pub
 PLOT_TRADEOFF = ["plot", "tradeoff", "--dataset", "synthetic", "--profile", "smoke"]
 PLOT_LATENT = ["plot", "latent", "--dataset", "synthetic", "--profile", "smoke", "--methods", "vae"]
 SHOW = ["show", "abcdef123456"]
+CLAIMS = ["claims", "--dataset", "synthetic", "--profile", "smoke"]
 
 
 def _with(base: list[str], option: str) -> list[str]:
@@ -88,6 +89,8 @@ TEMPLATES = {
                                                                     "--results", "--storage")},
     **{f"plot-latent{opt}": _with(PLOT_LATENT, opt) for opt in ("--dataset", "--profile", "--methods", "--seed",
                                                                 "--sentences", "--out", "--device", "--storage")},
+    **{f"claims{opt}": _with(CLAIMS, opt) for opt in ("--dataset", "--profile", "--format", "--from", "--results",
+                                                      "--storage")},
     "show-key": ["show", "{V}"],
     **{f"show{opt}": _with(SHOW, opt) for opt in ("--format", "--from", "--results", "--storage")},
     "data-list": ["data", "list", "{V}"],

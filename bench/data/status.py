@@ -19,6 +19,7 @@ from vae_collapse_bench.bench.data.files import (
     split_paths,
 )
 from vae_collapse_bench.bench.data.manifest import SPLITS, PaperStats, get_manifest, resolve_root, user_manifest_dir
+from vae_collapse_bench.bench.errors import BenchError
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,19 @@ def corpus_stats(name: str, root: Path | None = None) -> dict:
             "config": info.get("config"),
         }
     return stats
+
+
+def generator_mi(name: str, root: Path | None = None) -> dict | None:
+    """The true I(x; z) bracket of a generated corpus (bench.synthetic.mi_bounds, kept in its
+    generator.json) when that corpus is here with its manifest's config; None for any other dataset,
+    or when it is not generated here (a board never generates data)."""
+    try:
+        m = get_manifest(name, root)
+    except BenchError:
+        return None
+    if not m.generator:
+        return None
+    directory = resolve_root(root) / m.name
+    if not synthetic.is_current(synthetic.GeneratorConfig.from_dict(m.generator), directory):
+        return None
+    return (synthetic.read_info(directory) or {}).get("mutual_information_nats")
