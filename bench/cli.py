@@ -729,6 +729,7 @@ def cmd_search(args) -> int:
     from vae_collapse_bench.bench import sampling, search, search_workers
     from vae_collapse_bench.bench.objectives import get_objective
     from vae_collapse_bench.bench.store import open_storage
+    from vae_collapse_bench.bench.worker import wait_workers
 
     profile = get_profile(args.profile)
     objective = get_objective(args.objective)
@@ -755,7 +756,7 @@ def cmd_search(args) -> int:
     study = search.Search(settings, storage, corpus, profile, root, args.device, SearchLog(out, prefix))
     if args.workers > 1:
         out.print(f"{settings.study_name}: {args.workers} workers, {args.threads} torch thread(s) each")
-        codes = search_workers.wait_workers(search_workers.start_workers(
+        codes = wait_workers(search_workers.start_workers(
             args.workers, settings, root, args.storage, args.device, args.threads))
         if crashed := [c for c in codes if c not in (0, 1)]:
             err.print(f"error: {len(crashed)} of {len(codes)} search workers exited with code "

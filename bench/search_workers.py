@@ -1,12 +1,11 @@
 """Local worker processes of `bench search --workers K`: K processes running the same search on
-one storage and results folder, each with its own torch thread count; a worker dies with its parent.
+one storage and results folder, each with its own torch thread count; a worker dies with its parent
+(bench.worker's `die_with_parent` and `wait_workers`, shared with `bench run --workers K`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 from vae_collapse_bench.bench.search import SearchSettings
+from vae_collapse_bench.bench.worker import die_with_parent
 
 PARENT_ENV = "BENCH_SEARCH_PARENT"
 
@@ -36,29 +36,11 @@ def start_workers(count: int, settings: SearchSettings, results_dir: Path, stora
 
 def orphan_check() -> Callable[[], bool]:
     """In a worker of `--workers K`: die with the parent (Linux; the dead worker's trial is failed and
-    retried by the next search), and answer whether the parent is gone (checked between trials)."""
+    retried by the next search), and answer whether the parent is gone (checked between trials, also
+    where a process cannot be told to die with its parent)."""
     parent = int(os.environ.get(PARENT_ENV) or os.getppid())
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the check between trials remains
-        pass
-    if os.getppid() != parent:  # the parent died before prctl
-        os.kill(os.getpid(), signal.SIGTERM)
+    die_with_parent(parent)
     return lambda: os.getppid() != parent
-
-
-def wait_workers(workers: list[subprocess.Popen]) -> list[int]:
-    """The workers' exit codes. Interrupted here, they are stopped too (their trials are failed and
-    retried from their checkpoints by the next search) before the interrupt goes on."""
-    try:
-        return [w.wait() for w in workers]
-    except BaseException:
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait()
-        raise
 
 
 @contextmanager

@@ -127,8 +127,9 @@ def set_threads(threads: int) -> None:
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Linux: this process receives SIGTERM when its parent dies (a `bench run --workers K` that was
-    killed takes its workers with it; each gives its run back to the queue). Elsewhere nothing."""
+    """Linux: this process receives SIGTERM when its parent dies (a `bench run --workers K` or `bench
+    search --workers K` that was killed takes its workers with it: a run goes back to the queue, a
+    trial is failed and retried from its checkpoint). Elsewhere nothing."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -153,8 +154,8 @@ def start_local_workers(count: int, results_dir: Path, storage_url: str | None, 
 
 
 def wait_workers(workers: list[subprocess.Popen]) -> list[int]:
-    """The exit codes of the local workers. Interrupted here, they are stopped too (each gives its
-    run back to the queue) before the interrupt goes on."""
+    """The exit codes of the local workers (of `bench run` or `bench search --workers K`). Interrupted
+    here, they are stopped too (SIGTERM: as with die_with_parent) before the interrupt goes on."""
     try:
         return [w.wait() for w in workers]
     except BaseException:
