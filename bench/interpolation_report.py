@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from vae_collapse_bench.bench import registry
 from vae_collapse_bench.bench.config import Profile
 from vae_collapse_bench.bench.data import Corpus
 from vae_collapse_bench.bench.errors import BenchError, quote
@@ -27,7 +25,7 @@ from vae_collapse_bench.bench.interpolate import (
     interpolate,
     pairs_or_error,
 )
-from vae_collapse_bench.bench.runner import Runner, RunSpec
+from vae_collapse_bench.bench.runner import Runner, RunSpec, load_model
 from vae_collapse_bench.bench.store import RunStore
 
 
@@ -62,13 +60,6 @@ def stored_runs(store: RunStore, corpus: Corpus, profile: Profile, methods: list
     return sorted(found.values(), key=lambda r: methods.index(r.spec.method))  # stable: stored order within
 
 
-def load_model(run: StoredRun, corpus: Corpus, profile: Profile, device: torch.device | str):
-    spec = registry.get(run.spec.method)
-    model = spec.cls(len(corpus.vocab), profile.backbone_for(corpus.family), spec.resolve(run.spec.params_dict))
-    model.load_state_dict(torch.load(run.checkpoint, map_location=device))
-    return model.to(device).eval()
-
-
 def interpolate_stored(store: RunStore, corpus: Corpus, profile: Profile, methods: list[str], explicit: bool,
                        results: Path, pairs: int | None = None, seed: int | None = None,
                        device: str = "cpu") -> tuple[list[tuple[StoredRun, Interpolation]], str]:
@@ -84,7 +75,7 @@ def interpolate_stored(store: RunStore, corpus: Corpus, profile: Profile, method
             f"equal length, fewer than the {n_pairs:,} asked for: all are used") if len(chosen) < n_pairs else ""
     out = []
     for run in runs:
-        model = load_model(run, corpus, profile, device)
+        model = load_model(run.spec.method, run.spec.params_dict, run.checkpoint, corpus, profile, device)
         out.append((run, interpolate(model, test.sentences, chosen, seed, device, ev.max_logits)))
     return out, note
 

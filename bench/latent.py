@@ -26,6 +26,7 @@ from vae_collapse_bench.bench.data import Split, length_batches
 from vae_collapse_bench.bench.errors import BenchError, plain, quote
 from vae_collapse_bench.bench.metrics import latent_density_grid, top_variance_dims
 from vae_collapse_bench.bench.reported import row_order
+from vae_collapse_bench.bench.runner import load_model
 
 GRID_LIMIT = 5.0  # the paper's Figure 4: [-5, 5]^2
 GRID_POINTS = 101
@@ -132,15 +133,13 @@ def choose_runs(runs: pd.DataFrame, choices: list[tuple[str, str | None]], seed:
 
 
 def load_trained(attrs: dict, corpus, profile, device: str | torch.device = "cpu"):
-    """The model of a finished run, from its registry entry and best.pt (read-only)."""
-    spec = registry.get(attrs["method"])
+    """The model of a finished run (its trial's attributes), from its registry entry and best.pt
+    (read-only), in eval mode."""
     best = Path(attrs.get("checkpoint_dir", "")) / "best.pt"
     if not best.is_file():
         raise BenchError(f"the checkpoint of {attrs['method']}[{attrs.get('setting')}] seed {attrs.get('seed')} "
                          f"is not here ({plain(str(best))}): point --results at the folder that holds it")
-    model = spec.cls(len(corpus.vocab), profile.backbone_for(corpus.family), spec.resolve(attrs.get("params", {})))
-    model.load_state_dict(torch.load(best, map_location=device))
-    return model.to(device)
+    return load_model(attrs["method"], attrs.get("params", {}), best, corpus, profile, device)
 
 
 def run_panels(runs: pd.DataFrame, attrs_by_trial: dict[int, dict], corpus, profile,

@@ -157,6 +157,21 @@ def expand(
     return specs
 
 
+def build_model(method: str, params: dict[str, Any], corpus: Corpus, profile: Profile) -> Method:
+    """An untrained model of `method` with `params` over its defaults, at the profile's backbone for
+    the corpus's family and the corpus's vocabulary: what a run of them trains, or what its best.pt fits."""
+    spec = registry.get(method)
+    return spec.cls(len(corpus.vocab), profile.backbone_for(corpus.family), spec.resolve(params))
+
+
+def load_model(method: str, params: dict[str, Any], checkpoint: Path, corpus: Corpus, profile: Profile,
+               device: torch.device | str = "cpu") -> Method:
+    """`build_model` with the weights of `checkpoint` (a run's best.pt), on `device`, in eval mode."""
+    model = build_model(method, params, corpus, profile)
+    model.load_state_dict(torch.load(checkpoint, map_location=device))
+    return model.to(device).eval()
+
+
 class Reporter:
     """Progress hooks; the CLI supplies a rich display or plain log lines. Silent by default."""
 
@@ -263,10 +278,8 @@ class Runner:
         return RunOutcome(spec, "failed", reason=reason, run_key=ident.training_key)
 
     def _build(self, spec: RunSpec) -> Method:
-        method = registry.get(spec.method)
         seed_everything(spec.seed)
-        return method.cls(len(self.corpus.vocab), self.profile.backbone_for(self.corpus.family),
-                          method.resolve(spec.params_dict))
+        return build_model(spec.method, spec.params_dict, self.corpus, self.profile)
 
     def _evaluate(self, model: Method, spec: RunSpec) -> EvalResult:
         result = evaluate(model, self.corpus.splits["test"], self.profile.evaluation, spec.seed,
@@ -291,10 +304,10 @@ class Runner:
         started = time.perf_counter()
         self.reporter.run_started(spec, index, total, -1)
         try:
-            model = self._build(spec)
+            seed_everything(spec.seed)
             best = Path(trained.user_attrs["checkpoint_dir"]) / "best.pt"
-            model.load_state_dict(torch.load(best, map_location=self.device))
-            result = self._evaluate(model.to(self.device), spec)
+            model = load_model(spec.method, spec.params_dict, best, self.corpus, self.profile, self.device)
+            result = self._evaluate(model, spec)
         except Exception as exc:
             return self._failed(spec, ident, claim, exc, "evaluation")
         carried = {k: trained.user_attrs[k] for k in TRAINING_ATTRS if k in trained.user_attrs}

@@ -71,7 +71,7 @@ from vae_collapse_bench.bench.objectives import (
     latent_use,
 )
 from vae_collapse_bench.bench.registry import MethodSpec
-from vae_collapse_bench.bench.runner import RUN_FAILURES, NonFiniteMetric, _describe_exception
+from vae_collapse_bench.bench.runner import RUN_FAILURES, NonFiniteMetric, _describe_exception, build_model
 from vae_collapse_bench.bench.sampling import PRUNERS, TrialSeededSampler, resolve_pruner, startup_trials
 from vae_collapse_bench.bench.store import Heartbeat, _process_alive, package_versions
 from vae_collapse_bench.bench.train import Trainer, seed_everything
@@ -390,8 +390,7 @@ class Search:
 
     def _build(self, params: dict):
         seed_everything(self.settings.seed)
-        return self.method.cls(len(self.corpus.vocab), self.profile.backbone_for(self.corpus.family),
-                               self.method.resolve(params))
+        return build_model(self.method.name, params, self.corpus, self.profile)
 
     def _train(self, trial: optuna.Trial, params: dict, label: str, workdir: Path, taken: FrozenTrial | None,
                started: float) -> tuple[str, str]:
