@@ -48,10 +48,6 @@ class EvalResult:
     cu_defined: bool
     interpolation: dict | None = None
 
-    def nonfinite(self) -> list[str]:
-        """`nonfinite_metrics` of this result: non-empty means the run failed."""
-        return nonfinite_metrics(self.metrics, cu_defined=self.cu_defined)
-
 
 def nonfinite_metrics(metrics: EvalResult | Mapping[str, float], *, cu_defined: bool | None = None
                       ) -> list[str]:

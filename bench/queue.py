@@ -28,7 +28,9 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from vae_collapse_bench.bench.runner import Runner, RunOutcome, RunSpec
-from vae_collapse_bench.bench.store import bench_version, fail_dead_workers, heartbeat_settings, mark_failed
+from vae_collapse_bench.bench.store import fail_dead_workers, heartbeat_settings, mark_failed
+
+from vae_collapse_bench import __version__
 
 QUEUE_PREFIX = "queue/"
 RUNS_PREFIX = "runs/"
@@ -111,7 +113,7 @@ class RunQueue:
                 "params": spec.params_dict, "setting": spec.setting, "seed": spec.seed,
                 "training_key": ident.training_key, "eval_key": ident.eval_key,
                 "data_checksum": runner.full_corpus.checksum, "retry_failed": retry_failed,
-                "queued_by": {**by, "bench": bench_version()}, "queued_at": time.time(),
+                "queued_by": {**by, "bench": __version__}, "queued_at": time.time(),
             })
             done.queued.append(spec)
         return done

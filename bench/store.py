@@ -100,10 +100,6 @@ def _report_stale(study: optuna.Study, trial: FrozenTrial) -> None:
           "failed and runs again here (from its checkpoint when this machine can read it)", file=sys.stderr)
 
 
-def bench_version() -> str:
-    return __version__
-
-
 def package_versions() -> dict[str, str]:
     import numpy
     import pandas

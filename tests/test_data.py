@@ -93,7 +93,7 @@ def test_import_ptb_has_all_splits(tmp_path):
     status = data.import_folder("ptb", SHARED / "ptb", tmp_path)
     assert status.present == ["train", "valid", "test"] and status.missing == []
     assert status.lines == {"train": 42068, "valid": 3370, "test": 3761}
-    assert status.notes == [] and status.ready
+    assert status.notes == []
     assert (tmp_path / "ptb" / "train.txt").read_bytes() == (SHARED / "ptb" / "ptb.train.txt").read_bytes()
     assert not [p for p in (tmp_path / "ptb").iterdir() if p.name.startswith(".")]  # no temp leftovers
 
@@ -197,7 +197,7 @@ def test_missing_split_on_load(tmp_path):
     write(tmp_path / "in" / "ptb.train.txt", "a b\nc d\n")
     write(tmp_path / "in" / "ptb.test.txt", "a\nb\n")
     status = data.import_folder("ptb", tmp_path / "in", tmp_path / "root")
-    assert status.missing == ["valid"] and not status.ready
+    assert status.missing == ["valid"]
     with pytest.raises(BenchError, match=r"no valid split .*valid\.txt is missing"):
         data.load_corpus("ptb", tmp_path / "root")
 
@@ -683,7 +683,7 @@ def test_two_commands_bring_your_own_two_file_corpus(tmp_path, data_env, capsys)
     assert corpus.vocab.decode(corpus.splits["valid"].sentences[0][1:-1]) == valid_lines[40].split()
     assert corpus.notes == [] and data.paper_backbone("mycorpus") == DEFAULT_PAPER_BACKBONE
     st = data.dataset_status("mycorpus")
-    assert st.added and st.ready and st.notes == [] and st.summary == "present"
+    assert st.added and st.notes == [] and st.summary == "present"
     assert data.corpus_stats("mycorpus")["splits"]["train"]["sentences"] == 40
     assert main(["data", "stats", "mycorpus"]) == 0 and "checksum:" in capsys.readouterr().out
     assert main(["data", "list"]) == 0 and "mycorpus *" in capsys.readouterr().out

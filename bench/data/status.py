@@ -59,11 +59,6 @@ class DatasetStatus:
     added: bool = False
 
     @property
-    def ready(self) -> bool:
-        """load_corpus can succeed without a fetch or import."""
-        return self.generated or not self.missing
-
-    @property
     def summary(self) -> str:
         """present / missing SPLITS / generated on first use, then any line-count mismatch, e.g.
         `present; lines differ from the manifest: valid 46,454 (expects 10,000)`."""
