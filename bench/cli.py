@@ -1152,7 +1152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("perf", help="matmul peak, training and evaluation throughput, against the peak")
     p.add_argument("--methods", default="all", help="`all` or comma-separated names (default setting each)")
-    p.add_argument("--baseline", help="ratios are to this method's step (default: vae, else the first of --methods)")
+    p.add_argument("--baseline", help="ratios are to this method's step, and evaluation is timed on it (default: "
+                   "the paper's first family, vae, when among --methods, else the first of them)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per method and shape (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per method and shape")
     p.add_argument("--profile", choices=["quick", "paper"], default="quick",

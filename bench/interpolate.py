@@ -282,19 +282,20 @@ def curves_table(records: list[dict]) -> dict[str, list[float]]:
 
 
 # --------------------------------------------------------------------------------------- speed
-def speed(n_pairs: int = 1000, backbone=None, vocab: int = 10_000, words: int = 10, device: str = "cpu",
-          seed: int = 0) -> dict:
+def speed(method: str, n_pairs: int = 1000, backbone=None, vocab: int = 10_000, words: int = 10,
+          device: str = "cpu", seed: int = 0) -> dict:
     """Time `interpolate` for `n_pairs` pairs (11 rows each) of random sentences of `words` words on an
-    untrained `vae` at `backbone` (default: the quick profile's). Untrained, no row emits </s>: every
-    row runs to its limit 2 L + 10, the worst case. Tokens/s: tokens computed (one step of one row)
-    over the decoding time. A function of its arguments, for `bench perf`."""
+    untrained `method` (its default setting) at `backbone` (default: the quick profile's). Untrained, no
+    row emits </s>: every row runs to its limit 2 L + 10, the worst case. Tokens/s: tokens computed (one
+    step of one row) over the decoding time. A function of its arguments, for `bench perf`."""
     from vae_collapse_bench.bench import registry
     from vae_collapse_bench.bench.config import PROFILES
 
     backbone = backbone or PROFILES["quick"].backbone
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = registry.get("vae").cls(vocab, backbone).to(device).eval()
+    spec = registry.get(method)
+    model = spec.cls(vocab, backbone, spec.resolve()).to(device).eval()
     body = torch.randint(4, vocab, (2 * n_pairs, words), generator=gen)
     frame = torch.tensor([BOS, EOS]).expand(2 * n_pairs, 2)
     sentences = list(torch.cat([frame[:, :1], body, frame[:, 1:]], 1))
@@ -304,14 +305,6 @@ def speed(n_pairs: int = 1000, backbone=None, vocab: int = 10_000, words: int = 
             "row_steps": interp.row_steps, "sentence_words": words, "decoded_words": interp.words,
             "ended": interp.ended,
             "tokens_per_s": interp.row_steps / decode_s, **{f"{k}_s": v for k, v in interp.seconds.items()},
-            "total_s": sum(interp.seconds.values()), "device": str(device), "vocab": vocab,
+            "total_s": sum(interp.seconds.values()), "method": method, "device": str(device), "vocab": vocab,
             "backbone": f"{backbone.emb_dim}/{backbone.enc_hidden}/{backbone.dec_hidden}/{backbone.latent_dim}",
             "threads": torch.get_num_threads()}
-
-
-def format_speed(row: dict) -> str:
-    return (f"interpolation, {row['pairs']:,} pairs x 11 lambdas of {row['sentence_words']}-word sentences "
-            f"(untrained vae, backbone {row['backbone']}, V = {row['vocab']:,}, {row['device']}, {row['threads']} "
-            f"threads): greedy decoding {row['tokens_per_s']:,.0f} tokens/s ({row['row_steps']:,} tokens of "
-            f"{row['rows']:,} rows in {row['decode_s']:.2f} s), Rouge-L {row['rouge_s']:.2f} s, "
-            f"encoding {row['encode_s']:.2f} s, total {row['total_s']:.2f} s")

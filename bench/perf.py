@@ -7,7 +7,7 @@ What is measured (design.md §11), in this order, every figure from this run:
   The large fp32 figure is the peak every `fraction_of_peak` divides by.
 * **training**, per method (its default setting, its own `training_step`: zero-grad, forward,
   backward, clip at 5, optimizer step; every phase of a multi-step method such as aae) on random
-  token batches, B = 32, at the shapes of `SHAPES`: the quick backbone and the snli backbone
+  token batches, B = 32, at the shapes of `perf_tools.shapes`: the quick backbone and the snli backbone
   (128/512/512, V 10,000, T 11); with --profile paper also the Yahoo backbone (512/1024/1024,
   V 20,001, T 82). After one untimed step that measures memory and the warm-up steps, methods are
   timed round-robin (one step of each per repeat, the order rotated every repeat), so a change of
@@ -24,196 +24,65 @@ What is measured (design.md §11), in this order, every figure from this run:
   BENCH_RUNTIME setting (bench.runtime: huge pages, glibc thresholds, OpenMP waiting), with its page
   faults.
 * **evaluation** (the evaluator's own code, bench.evaluate, on random sentences of the shape's T at
-  an untrained vae): sentences/s of priorLL/postLL (K = 16) and of IW-NLL (K = 500); seconds of MI
+  the baseline, untrained): sentences/s of priorLL/postLL (K = 16) and of IW-NLL (K = 500); seconds of MI
   (the paper profile's draws per datapoint), AU and CU (4,001-point quadrature) for N = 10,000
   random encodings, D = 32; greedy-decoding tokens/s and interpolation pairs/s from
-  `bench.interpolate.speed` when that module offers it.
+  `bench.interpolate.speed`.
 * **regularizer alone** (forward + backward to the encoder output, B = D = 32): ms and peak memory
   (torch.profiler's operator-level memory timeline on a CPU).
 
 `--json FILE` writes every record (a list of dicts with a `kind`); a training record carries kind
 "train", method, backbone ("512/1024/1024/32"), T, V, ms_per_step, tokens_per_s, gflops and
 fraction_of_peak among others.
+
+The baseline is --baseline, else the first family of the paper's order (bench.reported) when it is
+among the methods timed, else the first of them. This module times the training steps and runs the
+whole; bench.perf_tools holds the shapes and the measuring tools every section shares, bench.perf_eval
+the evaluation records, bench.perf_report the printed tables.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import math
 import os
-import re
-import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from vae_collapse_bench.bench import RUNTIME, registry, runtime
+from vae_collapse_bench.bench import registry, runtime
 from vae_collapse_bench.bench.config import PROFILES, Backbone
 from vae_collapse_bench.bench.device import check_device
 from vae_collapse_bench.bench.errors import BenchError, plain
-from vae_collapse_bench.bench.flops import matmul_flops, model_step_flops
+from vae_collapse_bench.bench.flops import model_step_flops
 from vae_collapse_bench.bench.model import StepContext
 from vae_collapse_bench.bench.paths import is_dir
+from vae_collapse_bench.bench.perf_eval import EVAL_SIZES, eval_rows
+from vae_collapse_bench.bench.perf_report import format_report
+from vae_collapse_bench.bench.perf_tools import (
+    BATCH,
+    Shape,
+    kineto_quiet,
+    machine_record,
+    matmul_rows,
+    minor_faults,
+    peak_gflops,
+    peak_memory,
+    random_batch,
+    shapes,
+    sync,
+)
+from vae_collapse_bench.bench.reported import paper_facts
 
-BATCH = 32
 PROFILE_NAMES = ("quick", "paper")
 
 
-@dataclass(frozen=True)
-class Shape:
-    """One training/evaluation shape: a backbone, sentence length T (<s> and </s> included), vocabulary V."""
-
-    label: str
-    backbone: Backbone
-    seq_len: int
-    vocab: int
-
-    @property
-    def sizes(self) -> str:
-        b = self.backbone
-        return f"{b.emb_dim}/{b.enc_hidden}/{b.dec_hidden}/{b.latent_dim}"
-
-
-def shapes(profile: str = "quick") -> list[Shape]:
-    """The quick backbone and the snli backbone at the snli sizes (V 10,000, T 11: the papers' Table 1
-    vocabulary and mean length); `paper` adds the Yahoo backbone at Yahoo's (V 20,001, T 82)."""
-    from vae_collapse_bench.bench.data import paper_backbone
-
-    out = [Shape("quick", PROFILES["quick"].backbone, 11, 10_000), Shape("snli", paper_backbone("snli"), 11, 10_000)]
-    if profile == "paper":
-        out.append(Shape("yahoo", paper_backbone("yahoo"), 82, 20_001))
-    return out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# Kineto (torch.profiler's C++ side) logs `USDT:2026-01-01 12:00:00 pid:tid SyncActivityProfilerHandler.cpp:52]
-# profiler_start` (and STAGE/INFO lines) straight to file descriptor 2, whatever KINETO_LOG_LEVEL says.
-_KINETO_LINE = re.compile(r"^(USDT|STAGE|INFO|WARNING):\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \S+\.\w+:\d+\]")
-
-
-@contextlib.contextmanager
-def kineto_quiet() -> Iterator[None]:
-    """File descriptor 2 goes to a temporary file while the block runs; afterwards every line written
-    there that is not Kineto's log chatter (_KINETO_LINE; its ERROR lines are kept) is passed on to
-    sys.stderr. Python's own output (a warning, a traceback) is therefore delayed, never lost."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no file descriptor 2 at all: nothing to keep quiet
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [line for line in tmp.read().decode(errors="replace").splitlines(keepends=True)
-                    if not _KINETO_LINE.match(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
-
-
-def random_batch(seq_len: int, batch: int = BATCH, vocab: int = 10_000, seed: int = 0,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """Random tokens [batch, seq_len] framed by <s> (1) and </s> (2)."""
-    x = torch.randint(4, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
-    x[:, 0], x[:, -1] = 1, 2
-    return x.to(device)
-
-
-# --------------------------------------------------------------------------------------- matmul peak
-def matmul_rate(m: int, k: int, n: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                min_seconds: float = 0.3, label: str = "") -> dict:
-    """GFLOP/s of [m, k] @ [k, n]: the best of repeats (at least 3, and at least `min_seconds` in all)."""
-    device = torch.device(device)
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=gen).to(device, dtype)
-    b = torch.randn(k, n, generator=gen).to(device, dtype)
-    out = a @ b  # warm-up, and the output buffer
-    times: list[float] = []
-    while len(times) < 3 or sum(times) < min_seconds:
-        _sync(device)
-        start = time.perf_counter()
-        torch.matmul(a, b, out=out)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    best = min(times)
-    return {"kind": "matmul", "label": label, "m": m, "k": k, "n": n, "dtype": str(dtype).removeprefix("torch."),
-            "ms": 1e3 * best, "gflops": matmul_flops(m, k, n) / best / 1e9, "repeats": len(times)}
-
-
-def matmul_rows(shape_list: Sequence[Shape], device: torch.device, batch: int = BATCH) -> list[dict]:
-    """The large square matmul (the peak) and every shape's output projection; bf16 too on a GPU."""
-    big = 8192 if device.type == "cuda" else 2048
-    dtypes = [torch.float32, torch.bfloat16] if device.type == "cuda" else [torch.float32]
-    rows = [matmul_rate(big, big, big, dt, device, label="peak") for dt in dtypes]
-    for s in shape_list:
-        tokens = batch * (s.seq_len - 1)
-        rows += [matmul_rate(tokens, s.backbone.dec_hidden, s.vocab, dt, device, label=f"projection {s.label}")
-                 for dt in dtypes]
-    return rows
-
-
-def peak_gflops(rows: list[dict]) -> float:
-    return max(r["gflops"] for r in rows if r["kind"] == "matmul" and r["label"] == "peak" and r["dtype"] == "float32")
-
-
-# --------------------------------------------------------------------------------------- memory
-def _reset_high_water_mark() -> bool:
-    """Reset the process's peak resident size to its current one (Linux >= 4.0); False if refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-def peak_memory(fn, device: torch.device) -> tuple[float, str]:
-    """Run fn once; the memory its run added at its peak, in MiB, and how that was measured."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "torch.cuda.max_memory_allocated"
-    runtime.trim()
-    reset = _reset_high_water_mark()
-    before = _maxrss_bytes()
-    fn()
-    how = ("ru_maxrss growth in one step (high-water mark reset, free memory trimmed)" if reset
-           else "ru_maxrss growth (process high-water mark: 0 when an earlier step peaked higher)")
-    return (_maxrss_bytes() - before) / 2**20, how
-
-
 # --------------------------------------------------------------------------------------- training
-def _minflt() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def time_steps(methods: Sequence[str], shape: Shape, repeats: int = 5, warmup: int = 2, batch: int = BATCH,
                device: torch.device | str = "cpu", kl_weight: float = 0.5, clip: float = 5.0,
                baseline: str | None = None, peak: float = math.nan, context=contextlib.nullcontext) -> list[dict]:
@@ -237,12 +106,12 @@ def time_steps(methods: Sequence[str], shape: Shape, repeats: int = 5, warmup: i
         setups.append((name, model, ctx, mib, how))
 
     def step(model, ctx) -> tuple[float, int]:
-        _sync(device)
-        faults, start = _minflt(), time.perf_counter()
+        sync(device)
+        faults, start = minor_faults(), time.perf_counter()
         with context():
             model.training_step(x, ctx)
-        _sync(device)
-        return time.perf_counter() - start, _minflt() - faults
+        sync(device)
+        return time.perf_counter() - start, minor_faults() - faults
 
     for _ in range(warmup):
         for _, model, ctx, _, _ in setups:
@@ -313,9 +182,9 @@ def process_settings() -> dict[str, tuple[dict[str, str], tuple[str, ...]]]:
 def process_rows(method: str, shape: Shape, repeats: int, warmup: int, profile: str) -> list[dict]:
     """`method`'s step at `shape` in a fresh process per `process_settings` entry (CPU)."""
     code = ("import json, sys, torch\n"
-            "from vae_collapse_bench.bench import RUNTIME, perf, runtime\n"
+            "from vae_collapse_bench.bench import RUNTIME, perf, perf_tools, runtime\n"
             f"torch.set_num_threads({torch.get_num_threads()})\n"
-            f"shape = [s for s in perf.shapes({profile!r}) if s.label == {shape.label!r}][0]\n"
+            f"shape = [s for s in perf_tools.shapes({profile!r}) if s.label == {shape.label!r}][0]\n"
             f"row = perf.time_steps([{method!r}], shape, {repeats}, {warmup})[0]\n"
             "print(json.dumps({**row, 'runtime': RUNTIME, 'faults_per_mib': runtime.faults_per_mib()}))\n")
     rows = []
@@ -356,10 +225,10 @@ def regularizer_term(method: str, batch: int = BATCH, dim: int = 32, repeats: in
         once()
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         once()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     if device.type == "cuda":
         measured, how = peak_memory(once, device)
@@ -412,8 +281,6 @@ def run(methods: Sequence[str], profile: str = "quick", repeats: int = 5, warmup
     """Every record of `bench perf` (module docstring), in the order they are printed.
     `interpolation_pairs`: None for the profile's number (perf_eval.EVAL_SIZES), 0 for none. `named`:
     methods timed at every shape whatever their cost (MAX_RATIO)."""
-    from vae_collapse_bench.bench.perf_eval import EVAL_SIZES, eval_rows
-
     log = log or (lambda text: None)
     device = torch.device(device)
     baseline = baseline or methods[0]
@@ -437,31 +304,11 @@ def run(methods: Sequence[str], profile: str = "quick", repeats: int = 5, warmup
         log(f"evaluation at {shape.label}")
         sizes = EVAL_SIZES["yahoo" if shape.label == "yahoo" else profile]
         pairs = sizes["interp_pairs"] if interpolation_pairs is None else interpolation_pairs
-        records += eval_rows(shape, device, sizes["ll_sentences"], sizes["iw_sentences"], interp_pairs=pairs,
-                             peak=peak)
+        records += eval_rows(baseline, shape, device, sizes["ll_sentences"], sizes["iw_sentences"],
+                             interp_pairs=pairs, peak=peak)
     log("regularizers")
     records += [regularizer_term(m, repeats=max(repeats, 5), device=device) for m in methods]
     return records
-
-
-def machine_record(device: torch.device, profile: str) -> dict:
-    import platform
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    return {"kind": "machine", "device": str(device), "device_name": name, "profile": profile,
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "runtime": RUNTIME,
-            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
-            "faults_per_mib": runtime.faults_per_mib() if device.type == "cpu" else None}
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "cpu")
-    except OSError:
-        return "cpu"
 
 
 def checked_json(path: str | None) -> Path | None:
@@ -482,8 +329,6 @@ def benchmark(methods: str = "all", baseline: str | None = None, repeats: int = 
               log=None, interpolation_pairs: int | None = None) -> str:
     """`bench perf` (its arguments are parsed in bench.cli): the report, ready to print; the records
     also go to `json_path` when given."""
-    from vae_collapse_bench.bench.perf_report import format_report
-
     if repeats < 1 or warmup < 0:
         raise BenchError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}")
     if profile not in PROFILE_NAMES:
@@ -494,7 +339,8 @@ def benchmark(methods: str = "all", baseline: str | None = None, repeats: int = 
     if baseline is not None:  # `--baseline ""` is an unknown method, not "no baseline"
         registry.get(baseline)
     else:
-        baseline = "vae" if "vae" in names else names[0]
+        first = paper_facts().order[0]  # the paper's first family, its plain baseline
+        baseline = first if first in names else names[0]
     names = [baseline] + [m for m in names if m != baseline]
     if interpolation_pairs is not None and not 0 <= interpolation_pairs <= 100_000:
         raise BenchError(f"--interpolation-pairs must be from 0 to 100,000, got {interpolation_pairs}")

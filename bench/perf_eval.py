@@ -1,5 +1,5 @@
 """`bench perf`'s evaluation records: the evaluator's own code (bench.evaluate, bench.metrics) timed on
-random sentences at an untrained vae, and the interpolation module's speed when it offers one.
+random sentences at an untrained model of the baseline method, and the interpolation module's speed.
 
 Per shape: sentences/s of priorLL/postLL (K = 16) and IW-NLL (K = 500); seconds of MI (the paper
 profile's draws per datapoint), AU and CU (its quadrature) for N = 10,000 random encodings, D = 32;
@@ -16,7 +16,7 @@ import torch
 from vae_collapse_bench.bench import registry
 from vae_collapse_bench.bench.config import PROFILES, Evaluation
 from vae_collapse_bench.bench.flops import log_px_z_flops
-from vae_collapse_bench.bench.perf import Shape, _sync, random_batch
+from vae_collapse_bench.bench.perf_tools import Shape, random_batch, sync
 
 # Evaluation sizes per profile: sentences timed for priorLL/postLL and IW-NLL, interpolation pairs.
 # At the Yahoo backbone IW-NLL (K = 500, T 82, V 20,001) costs ~1.7 TFLOP per sentence.
@@ -33,19 +33,20 @@ def _eval_config(**sizes) -> Evaluation:
                                                     {**sizes, "interpolation_pairs": 0}.items() if k in names})
 
 
-def eval_rows(shape: Shape, device: torch.device, ll_sentences: int, iw_sentences: int,
+def eval_rows(method: str, shape: Shape, device: torch.device, ll_sentences: int, iw_sentences: int,
               n_encodings: int = 10_000, interp_pairs: int = 0, peak: float = math.nan) -> list[dict]:
-    """Evaluation records at one shape (module docstring); the likelihoods' GFLOP/s count K decoder
-    passes per sentence (`bench.flops.log_px_z_flops`) against the matmul `peak`."""
+    """Evaluation records of an untrained `method` at one shape (module docstring); the likelihoods'
+    GFLOP/s count K decoder passes per sentence (`bench.flops.log_px_z_flops`) against the matmul `peak`."""
     from vae_collapse_bench.bench import metrics
     from vae_collapse_bench.bench.data import Split
     from vae_collapse_bench.bench.evaluate import evaluate
     from vae_collapse_bench.bench.posterior import DiagGaussian
 
     torch.manual_seed(0)
-    model = registry.get("vae").cls(shape.vocab, shape.backbone).to(device).eval()
-    base = {"kind": "eval", "shape": shape.label, "backbone": shape.sizes, "T": shape.seq_len, "V": shape.vocab,
-            "device": str(device)}
+    spec = registry.get(method)
+    model = spec.cls(shape.vocab, shape.backbone, spec.resolve()).to(device).eval()
+    base = {"kind": "eval", "method": method, "shape": shape.label, "backbone": shape.sizes, "T": shape.seq_len,
+            "V": shape.vocab, "device": str(device)}
 
     def timed(name: str, n: int, **sizes) -> float:
         split = Split("perf", list(random_batch(shape.seq_len, n, shape.vocab, seed=1)))
@@ -76,27 +77,23 @@ def eval_rows(shape: Shape, device: torch.device, ll_sentences: int, iw_sentence
         ("CU", lambda: metrics.consistent_units(loc, q.std, ev.cu_threshold, ev.cu_grid_points, ev.cu_grid_limit),
          f"{ev.cu_grid_points:,}-point quadrature"),
     ]:
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         rows.append({**base, "what": what, "N": n_encodings, "D": d, "detail": detail,
                      "seconds": time.perf_counter() - start})
     if interp_pairs:
-        rows += interpolation_rows(shape, device, interp_pairs, base)
+        rows += interpolation_rows(method, shape, device, interp_pairs, base)
     return rows
 
 
-def interpolation_rows(shape: Shape, device: torch.device, pairs: int, base: dict) -> list[dict]:
-    """Greedy decoding and interpolation from bench.interpolate.speed, when it exists."""
-    try:
-        from vae_collapse_bench.bench import interpolate
-    except ImportError:
-        return [{**base, "what": "interpolation", "skipped": "bench.interpolate is not installed"}]
-    speed = getattr(interpolate, "speed", None)
-    if speed is None:
-        return [{**base, "what": "interpolation", "skipped": "bench.interpolate has no speed()"}]
-    r = speed(n_pairs=pairs, backbone=shape.backbone, vocab=shape.vocab, words=shape.seq_len - 2, device=str(device))
+def interpolation_rows(method: str, shape: Shape, device: torch.device, pairs: int, base: dict) -> list[dict]:
+    """Greedy decoding and interpolation of an untrained `method` (bench.interpolate.speed)."""
+    from vae_collapse_bench.bench.interpolate import speed
+
+    r = speed(method, n_pairs=pairs, backbone=shape.backbone, vocab=shape.vocab, words=shape.seq_len - 2,
+              device=str(device))
     return [{**base, "what": "greedy decoding", "N": r["rows"], "seconds": r["decode_s"],
              "tokens_per_s": r["tokens_per_s"], "detail": f"{r['row_steps']:,} tokens"},
             {**base, "what": "interpolation", "N": r["pairs"], "seconds": r["total_s"],

@@ -70,9 +70,6 @@ def _evaluation(rows: list[dict]) -> str:
     r0 = rows[0]
     table = []
     for r in rows:
-        if "skipped" in r:
-            table.append([r["what"], "-", "-", f"skipped: {r['skipped']}"])
-            continue
         share = f", {100 * r['fraction_of_peak']:.0f}% of peak" if math.isfinite(r.get("fraction_of_peak", math.nan)) \
             else ""
         rate = ("-" if "sentences_per_s" not in r and "tokens_per_s" not in r and "pairs_per_s" not in r else
@@ -81,7 +78,7 @@ def _evaluation(rows: list[dict]) -> str:
         size = f"{r['N']:,} x K {r['K']}" if "K" in r else f"N {r['N']:,}"
         table.append([r["what"], size, _num(r["seconds"], 2), rate if rate != "-" else r.get("detail", "")])
     return (f"evaluation at {r0['shape']}: {r0['backbone']}, T {r0['T']}, V {r0['V']:,}\n"
-            "(bench.evaluate's code, untrained vae, random sentences)\n"
+            f"(bench.evaluate's code, untrained {r0['method']}, random sentences)\n"
             + tabulate(table, headers=["what", "size", "seconds", "rate"], disable_numparse=True))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from vae_collapse_bench.bench import metrics, perf, perf_eval, registry, runtime
+from vae_collapse_bench.bench import metrics, perf, perf_eval, perf_tools, registry, runtime
 from vae_collapse_bench.bench.config import Backbone
 from vae_collapse_bench.bench.data import PAD
 from vae_collapse_bench.bench.errors import BenchError
@@ -21,7 +21,7 @@ from vae_collapse_bench.bench.model import sequence_log_prob, token_nll
 from vae_collapse_bench.bench.perf_report import format_report
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = perf.Shape("tiny", Backbone(8, 12, 12, 4), 6, 50)
+TINY = perf_tools.Shape("tiny", Backbone(8, 12, 12, 4), 6, 50)
 
 
 # --------------------------------------------------------------------------- the loss layout
@@ -199,7 +199,7 @@ def test_training_records_carry_the_fields_scripts_compare():
 
 def test_a_method_far_slower_than_the_baseline_is_not_timed_at_larger_shapes(monkeypatch):
     monkeypatch.setattr(perf, "MAX_RATIO", 0.0)  # every method counts as slow after the first shape
-    two = [TINY, perf.Shape("tiny2", Backbone(8, 12, 12, 4), 7, 50)]
+    two = [TINY, perf_tools.Shape("tiny2", Backbone(8, 12, 12, 4), 7, 50)]
     rows = perf.train_records(["vae", "dg-vae"], two, 1, 0, torch.device("cpu"), "vae", 1.0, batch=4)
     assert [(r["shape"], r["method"], "skipped" in r) for r in rows] == [
         ("tiny", "vae", False), ("tiny", "dg-vae", False), ("tiny2", "vae", False), ("tiny2", "dg-vae", True)]
@@ -216,41 +216,41 @@ def test_variant_rows_time_the_step_under_autocast():
 
 
 def test_peak_memory_sees_a_step_that_allocates():
-    mib, how = perf.peak_memory(lambda: torch.ones(16 * 2**20).sum(), torch.device("cpu"))  # 64 MiB
+    mib, how = perf_tools.peak_memory(lambda: torch.ones(16 * 2**20).sum(), torch.device("cpu"))  # 64 MiB
     assert "ru_maxrss" in how
     if "reset" in how:  # the high-water mark could be reset: the step's own peak
         assert 32 <= mib <= 200
 
 
 def test_matmul_rows_and_the_peak():
-    rows = perf.matmul_rows([TINY], torch.device("cpu"))
+    rows = perf_tools.matmul_rows([TINY], torch.device("cpu"))
     assert [r["label"] for r in rows] == ["peak", "projection tiny"]
     assert rows[1]["m"] == 32 * 5 and rows[1]["k"] == 12 and rows[1]["n"] == 50
-    assert perf.peak_gflops(rows) == rows[0]["gflops"] > 0
+    assert perf_tools.peak_gflops(rows) == rows[0]["gflops"] > 0
 
 
 def test_eval_rows_time_the_evaluator_and_the_latent_statistics():
-    rows = perf_eval.eval_rows(TINY, torch.device("cpu"), ll_sentences=3, iw_sentences=2, n_encodings=50,
+    rows = perf_eval.eval_rows("bn-vae", TINY, torch.device("cpu"), ll_sentences=3, iw_sentences=2, n_encodings=50,
                                interp_pairs=2)
     what = [r["what"] for r in rows]
-    assert what[:5] == ["priorLL/postLL", "IW-NLL", "MI", "AU", "CU"]
+    assert what == ["priorLL/postLL", "IW-NLL", "MI", "AU", "CU", "greedy decoding", "interpolation"]
+    assert {r["method"] for r in rows} == {"bn-vae"}  # the method timed is the caller's (bench perf: its baseline)
     assert rows[0]["K"] == 16 and rows[1]["K"] == 500 and rows[2]["N"] == 50
     assert rows[0]["gflops"] > 0 and math.isnan(rows[0]["fraction_of_peak"])  # no peak given
     assert all(r["seconds"] > 0 for r in rows[:5]) and rows[0]["sentences_per_s"] > 0
-    assert "interpolation" in what  # measured, or skipped with its reason
 
 
 def test_the_report_has_every_section():
-    records = [perf.machine_record(torch.device("cpu"), "quick")]
-    records += perf.matmul_rows([TINY], torch.device("cpu"))
+    records = [perf_tools.machine_record(torch.device("cpu"), "quick")]
+    records += perf_tools.matmul_rows([TINY], torch.device("cpu"))
     records += perf.time_steps(["vae", "dg-vae"], TINY, repeats=1, warmup=0, batch=4,
-                               peak=perf.peak_gflops(records))
-    records += perf_eval.eval_rows(TINY, torch.device("cpu"), 2, 2, n_encodings=20)
+                               peak=perf_tools.peak_gflops(records))
+    records += perf_eval.eval_rows("vae", TINY, torch.device("cpu"), 2, 2, n_encodings=20)
     records.append(perf.regularizer_term("dg-vae", batch=8, dim=4, repeats=1))
     records.append({"kind": "process", "setting": "BENCH_RUNTIME=system", "error": "boom"})
     text = format_report(records)
-    for part in ("matmul", "training at tiny", "x vae", "of peak", "evaluation at tiny", "IW-NLL", "CU",
-                 "ratios", "regularizer alone", "BENCH_RUNTIME=system: failed (boom)"):
+    for part in ("matmul", "training at tiny", "x vae", "of peak", "evaluation at tiny", "untrained vae", "IW-NLL",
+                 "CU", "ratios", "regularizer alone", "BENCH_RUNTIME=system: failed (boom)"):
         assert part in text, part
     json.dumps(records)  # every record is JSON
 
@@ -274,8 +274,8 @@ def test_the_demo_profile_keeps_the_quick_schedule_shape():
 
 
 def test_shapes():
-    assert [s.label for s in perf.shapes("quick")] == ["quick", "snli"]
-    paper = perf.shapes("paper")
+    assert [s.label for s in perf_tools.shapes("quick")] == ["quick", "snli"]
+    paper = perf_tools.shapes("paper")
     assert [(s.label, s.sizes, s.seq_len, s.vocab) for s in paper[1:]] == [
         ("snli", "128/512/512/32", 11, 10_000), ("yahoo", "512/1024/1024/32", 82, 20_001)]
 
@@ -292,6 +292,24 @@ def test_shapes():
 def test_refusals_come_before_any_timing(kwargs, message):
     with pytest.raises(BenchError, match=message):
         perf.benchmark(**{"methods": "vae", **kwargs})
+
+
+@pytest.mark.parametrize(("methods", "baseline", "first"), [
+    ("all", None, "vae"), ("bn-vae,vae", None, "vae"), ("fb-vae,bn-vae", None, "fb-vae"),
+    ("vae,bn-vae", "bn-vae", "bn-vae"),
+])
+def test_the_baseline_is_the_papers_first_family_when_timed_else_the_first_named(methods, baseline, first,
+                                                                                  monkeypatch):
+    seen = []
+
+    def run(names, profile, repeats, warmup, device, chosen, *rest):
+        seen.append((names, chosen))
+        return [{"kind": "nothing timed"}]
+
+    monkeypatch.setattr(perf, "run", run)
+    perf.benchmark(methods, baseline)
+    (names, chosen), = seen
+    assert chosen == first and names[0] == first
 
 
 def test_perf_arguments_are_parsed_by_the_one_cli_parser(capsys):
@@ -330,13 +348,13 @@ def test_runtime_settings_in_a_fresh_process():
 
 
 def test_process_rows_run_each_setting_in_a_fresh_process(monkeypatch):
-    quick = perf.shapes("quick")[0]
+    quick = perf_tools.shapes("quick")[0]
     settings = {"BENCH_RUNTIME=system": ({runtime.ENV: "system"}, ("THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY"))}
     monkeypatch.setattr(perf, "process_settings", lambda: settings)
     ok = perf.process_rows("vae", quick, 1, 0, "quick")[0]
     assert ok["kind"] == "process" and ok["setting"] == "BENCH_RUNTIME=system"
     assert ok["runtime"].startswith("system") and ok["ms_per_step"] > 0 and ok["faults_per_mib"] > 0
-    (missing,) = perf.process_rows("vae", perf.Shape("nowhere", quick.backbone, 6, 50), 1, 0, "quick")
+    (missing,) = perf.process_rows("vae", perf_tools.Shape("nowhere", quick.backbone, 6, 50), 1, 0, "quick")
     assert "error" in missing  # a child that fails (no shape "nowhere" there) is a record, not an exception
 
 
@@ -363,7 +381,7 @@ def test_the_profiler_leaves_no_kineto_lines_on_stderr():
 
 
 def test_kineto_quiet_passes_every_other_line_on(capfd):
-    with perf.kineto_quiet():
+    with perf_tools.kineto_quiet():
         os.write(2, b"USDT:2026-01-01 12:00:00 1:1 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
         os.write(2, b"STAGE:2026-01-01 12:00:00 1:1 SyncActivityProfilerHandler.cpp:51] Completed Stage: Warm Up\n")
         os.write(2, b"ERROR:2026-01-01 12:00:00 1:1 Something.cpp:1] kept\n")
