@@ -13,18 +13,17 @@ a missing file, a connection dropped halfway, or bytes that are no archive.
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 import socket
 import ssl
 import sys
-import tarfile
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import TOY, tar_gz
 from vae_collapse_bench.bench import cli, data
 from vae_collapse_bench.bench.data import drive
 from vae_collapse_bench.bench.errors import BenchError
@@ -188,18 +187,6 @@ def fake_drive(monkeypatch):
     srv.server_close()
 
 
-def tar_gz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tf.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
-
-
-TOY = {"train": b"the cat sat\na dog ran\nthe dog sat down\ncats run\n", "valid": b"a cat\nthe dog\n",
-       "test": b"dogs sat\na cat ran\n"}
 # the layout of the lineage's archives: a folder per dataset, beside decoys with similar names
 TOY_ARCHIVE = {f"toyd_data/toyd.{s}.txt": TOY[s] for s in data.SPLITS} | {
     "toyd_data/toyd.train.100.txt": b"a subset\n", "toyd_data/vocab.txt": b"the\ncat\n"}

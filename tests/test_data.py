@@ -4,18 +4,17 @@ and fetch (resume, checksum, line counts) against a local HTTP server started by
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import re
 import socket
 import statistics
-import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import TOY, tar_gz
 from vae_collapse_bench.bench import data
 from vae_collapse_bench.bench.backbone import DEFAULT_PAPER_BACKBONE
 from vae_collapse_bench.bench.data import BOS, EOS, SPECIALS, UNK, Split, Vocab
@@ -352,20 +351,6 @@ def server():
     yield srv
     srv.shutdown()
     srv.server_close()
-
-
-def tar_gz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
-        for name, content in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tf.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
-
-
-TOY = {"train": b"the cat sat\na dog ran\nthe dog sat down\ncats run\n", "valid": b"a cat\nthe dog\n",
-       "test": b"dogs sat\na cat ran\n"}
 
 
 def toy_manifest(folder: Path, url: str, extra: str = "", members: bool = True) -> None:
