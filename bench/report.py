@@ -5,6 +5,9 @@ from the runs of the current config only (`select_runs`: each training run once;
 config are counted in a footnote, or shown apart with --include-stale). The paper's bold rules mark
 rows whose MI >= 9.0, AU >= 30 and CU >= 30 at D = 32 and N = 10^4, scaled to the board's D and N.
 Every row keeps the run keys it aggregates, so each number traces back to its trials.
+
+A little over 400 lines on purpose: the five formats render one list of cells (`Leaderboard.cells`:
+the bold rule, the paper's rows, the searched marks), kept beside the aggregation that makes them.
 """
 
 from __future__ import annotations
