@@ -3,23 +3,27 @@
 The bulk calls `bench.cli.main(argv)` in this process: every subcommand, one argument at a time
 replaced by each value of VALUES (the rest of the command valid). An exception escaping `main` is
 what the user would see as a traceback. A BenchError must be printed as ONE line `error: ...`.
-Nothing trains: `Runner` is replaced by one that runs nothing (every check before training still
-runs), and `bench perf` is only given arguments it refuses before timing anything.
+Nothing trains: `Runner` is replaced by one that runs nothing and `Search.run` by one that runs no trial
+(every check before training still runs), no worker process is started and this process keeps its
+torch threads, and `bench perf` is only given arguments it refuses before timing anything.
 
 A few real processes check the same end to end, and hypothesis drives the pure parsers.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import TOY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vae_collapse_bench.bench import cli, registry
+from vae_collapse_bench.bench import cli, registry, search, search_workers, worker
 from vae_collapse_bench.bench.errors import BenchError
 from vae_collapse_bench.bench.runner import expand, parse_overrides, parse_seeds
 
@@ -51,6 +55,13 @@ PLOT_TRADEOFF = ["plot", "tradeoff", "--dataset", "synthetic", "--profile", "smo
 PLOT_LATENT = ["plot", "latent", "--dataset", "synthetic", "--profile", "smoke", "--methods", "vae"]
 SHOW = ["show", "abcdef123456"]
 CLAIMS = ["claims", "--dataset", "synthetic", "--profile", "smoke"]
+SEARCH = ["search", "--method", "bn-vae", "--dataset", "synthetic", "--profile", "smoke", "--trials", "1"]
+SEARCH_SHOW = ["search", "--method", "bn-vae", "--dataset", "synthetic", "--profile", "smoke", "--show"]
+WORKER = ["worker", "--until-empty", "--quiet"]
+DATA_ADD = ["data", "add", "mine", "--train", "{corpus}/train.txt", "--valid", "{corpus}/valid.txt", "--test",
+            "{corpus}/test.txt"]
+# --json is checked before the methods: an unknown method then refuses every value before any timing
+PERF_JSON = ["perf", "--methods", "no-such-method", "--repeats", "1", "--warmup", "0", "--json", "{V}"]
 
 
 def _with(base: list[str], option: str) -> list[str]:
@@ -66,13 +77,27 @@ def _with(base: list[str], option: str) -> list[str]:
 TEMPLATES = {
     "methods": ["methods", "{V}"],
     **{f"run{opt}": _with(RUN, opt) for opt in ("--dataset", "--profile", "--methods", "--seeds", "--grid",
-                                                 "--set", "--device", "--results", "--storage")},
+                                                 "--set", "--device", "--results", "--storage", "--workers",
+                                                 "--threads", "--from-search")},
+    "run--retry-failed--seeds": _with(RUN + ["--retry-failed"], "--seeds"),
+    "run--pareto--from-search": RUN + ["--pareto", "--from-search", "{V}"],
+    "run--enqueue-only--workers": RUN + ["--enqueue-only", "--workers", "{V}"],  # never both: refused
     "run--set-value": RUN[:6] + ["bn-vae"] + RUN[7:] + ["--set", "bn-vae.gamma={V}"],
     "run-positional": ["run", "{V}"],
     **{f"leaderboard{opt}": _with(BOARD, opt) for opt in ("--dataset", "--profile", "--format", "--output",
                                                          "--methods", "--results", "--storage")},
+    "leaderboard--include-stale--with-reported--methods": _with(BOARD + ["--include-stale", "--with-reported"],
+                                                                "--methods"),
     **{f"evaluate{opt}": _with(EVAL, opt) for opt in ("--dataset", "--profile", "--methods", "--device",
                                                       "--results", "--storage")},
+    "evaluate--retry-failed--methods": _with(EVAL + ["--retry-failed"], "--methods"),
+    **{f"search{opt}": _with(SEARCH, opt) for opt in ("--method", "--dataset", "--profile", "--trials", "--objective",
+                                                      "--pruner", "--seed", "--workers", "--threads", "--device",
+                                                      "--results", "--storage")},
+    **{f"search-show{opt}": _with(SEARCH_SHOW, opt) for opt in ("--method", "--format", "--top", "--storage")},
+    **{f"worker{opt}": _with(WORKER, opt) for opt in ("--max-runs", "--threads", "--study", "--poll", "--device",
+                                                      "--results", "--storage")},
+    **{f"status{opt}": ["status", opt, "{V}"] for opt in ("--study", "--format", "--results", "--storage")},
     "store-list--results": ["store", "list", "--results", "{V}"],
     "store-list--storage": ["store", "list", "--storage", "{V}"],
     "store-drop-study": ["store", "drop", "{V}", "--yes"],
@@ -82,13 +107,15 @@ TEMPLATES = {
     "store-repair--storage": ["store", "repair", "--storage", "{V}"],
     "store-bad-command": ["store", "{V}"],
     **{f"perf{opt}": _with(PERF, opt) for opt in ("--methods", "--baseline", "--repeats", "--warmup", "--device",
-                                                            "--interpolation-pairs")},
+                                                            "--interpolation-pairs", "--profile")},
+    "perf--json": PERF_JSON,
     **{f"leaderboard-publish{opt}": _with(PUBLISH, opt) for opt in ("--publish-dir", "--from", "--device")},
     "leaderboard--from": BOARD + ["--from", "{V}"],
     **{f"plot-tradeoff{opt}": _with(PLOT_TRADEOFF, opt) for opt in ("--dataset", "--profile", "--methods", "--out",
                                                                     "--results", "--storage")},
     **{f"plot-latent{opt}": _with(PLOT_LATENT, opt) for opt in ("--dataset", "--profile", "--methods", "--seed",
-                                                                "--sentences", "--out", "--device", "--storage")},
+                                                                "--sentences", "--out", "--device", "--results",
+                                                                "--storage")},
     **{f"claims{opt}": _with(CLAIMS, opt) for opt in ("--dataset", "--profile", "--format", "--from", "--results",
                                                       "--storage")},
     "show-key": ["show", "{V}"],
@@ -96,6 +123,12 @@ TEMPLATES = {
     "data-list": ["data", "list", "{V}"],
     "data-stats": ["data", "stats", "{V}"],
     "data-fetch": ["data", "fetch", "{V}", "--quiet"],
+    "data-fetch--archive": ["data", "fetch", "ptb", "--archive", "{V}", "--quiet"],
+    "data-add-name": ["data", "add", "{V}", *DATA_ADD[3:]],
+    **{f"data-add{opt}": _with(DATA_ADD, opt) for opt in ("--train", "--valid", "--test", "--folder", "--backbone",
+                                                          "--description")},
+    "data-add--derive-train-from": ["data", "add", "mine", *DATA_ADD[5:], "--derive-train-from", "{V}"],
+    "data-add--labelled--replace--backbone": _with(DATA_ADD + ["--labelled", "--replace"], "--backbone"),
     "data-import-name": ["data", "import", "{V}", "{folder}"],
     "data-import-folder": ["data", "import", "ptb", "{V}"],
     **{f"interpolate{opt}": _with(INTERPOLATE, opt) for opt in ("--dataset", "--profile", "--methods", "--pairs",
@@ -105,8 +138,31 @@ TEMPLATES = {
                                                                               "--out", "--results", "--storage")},
 }
 
+def _leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(subcommand words, its parser) of every command that takes no further subcommand."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, sub in action.choices.items():
+            yield from _leaf_parsers(sub, (*path, name))
+
+
+def test_the_templates_cover_every_subcommand_and_option_of_the_parser():
+    missing = []
+    for path, parser in _leaf_parsers(cli.build_parser()):
+        mine = [t for t in TEMPLATES.values() if tuple(t[: len(path)]) == path]
+        if not mine:
+            missing.append(" ".join(path))
+        for action in parser._actions:  # hidden options (help=SUPPRESS) are internal or older spellings
+            if action.option_strings and action.help != argparse.SUPPRESS and action.dest != "help" and not any(
+                    option in t for t in mine for option in action.option_strings):
+                missing.append(f"{' '.join(path)} {action.option_strings[0]}")
+    assert missing == [], "add a template for each to TEMPLATES"
+
+
 # `data import` and `data fetch` write into the data directory: they get an empty one of their own.
-WRITES_DATA = ("data-import", "data-fetch")
+WRITES_DATA = ("data-import", "data-fetch", "data-add")
 
 
 def _cases():
@@ -127,13 +183,21 @@ class NoTraining:
 
 @pytest.fixture()
 def fuzz_env(bench_env, monkeypatch):
-    """bench_env plus the files the path values name; Runner replaced by NoTraining; the working
-    directory is the test's own (a relative --results such as `nan` lands there)."""
+    """bench_env plus the files the path values name; Runner replaced by NoTraining, a search runs no
+    trial and starts no process, a worker keeps this process's threads; the working directory is the
+    test's own (a relative --results such as `nan` lands there)."""
     monkeypatch.chdir(bench_env)
     (bench_env / "a-file.txt").write_text("not a folder\n")
     (bench_env / "a-folder").mkdir()
+    (bench_env / "a-corpus").mkdir()  # split files `bench data add` takes
+    for split, text in TOY.items():
+        (bench_env / "a-corpus" / f"{split}.txt").write_bytes(text)
     monkeypatch.setattr(cli, "Runner", NoTraining)
-    return {"file": str(bench_env / "a-file.txt"), "folder": str(bench_env / "a-folder")}
+    monkeypatch.setattr(search.Search, "run", lambda self, should_stop=None: Counter())
+    monkeypatch.setattr(search_workers, "start_workers", lambda *args, **kwargs: [])
+    monkeypatch.setattr(worker, "set_threads", lambda threads: None)
+    return {"file": str(bench_env / "a-file.txt"), "folder": str(bench_env / "a-folder"),
+            "corpus": str(bench_env / "a-corpus")}
 
 
 def fill(template: list[str], value: str, paths: dict[str, str]) -> list[str]:
