@@ -565,6 +565,25 @@ def cmd_store_drop(args) -> int:
     return 0
 
 
+def cmd_store_import(args) -> int:
+    """Add the runs of exports (a published board's runs.jsonl) to the storage (bench.import_runs)."""
+    from vae_collapse_bench.bench.export import read_export
+    from vae_collapse_bench.bench.import_runs import import_runs
+    from vae_collapse_bench.bench.store import RunStore, open_storage
+
+    exports = [read_export(path) for path in args.files]  # every file checked before any is imported
+    for export in exports:
+        if not export.dataset or not export.profile:
+            raise BenchError(f"{plain(export.path)}: its header names no dataset or profile")
+    storage = open_storage(args.storage, results_dir(args))
+    for export in exports:
+        report = import_runs(export, RunStore(storage, export.dataset, export.profile))
+        out.print(f"{plain(export.path)}:")
+        for line in report.lines():
+            out.print(f"  {plain(line)}")
+    return 0
+
+
 def cmd_store_repair(args) -> int:
     from vae_collapse_bench.bench.journal import repair
 
@@ -688,15 +707,22 @@ def cmd_evaluate(args) -> int:
     store = RunStore(open_storage(args.storage, root), args.dataset, profile.name)
     chosen = {m.name for m in registry.select(args.methods)}
     runner = Runner(store, corpus, profile, root, args.device, LogReporter(err), args.retry_failed)
-    specs, seen = [], set()
+    specs, seen, elsewhere = [], set(), set()
     for t in store.trials():
         a = t.user_attrs
         if t.state.name != "COMPLETE" or a.get("method") not in chosen or "training_key" not in a:
             continue
         spec = RunSpec(args.dataset, profile.name, a["method"], tuple(sorted(a["params"].items())), a["seed"])
-        if runner.identity(spec).training_key == a["training_key"] and spec not in seen:
-            seen.add(spec)
-            specs.append(spec)
+        if runner.identity(spec).training_key != a["training_key"] or spec in seen:
+            continue
+        if store.trained(a["training_key"]) is None:  # imported, or its folder deleted: never retrained here
+            elsewhere.add(spec)
+            continue
+        seen.add(spec)
+        specs.append(spec)
+    if elsewhere - seen:
+        err.print(f"note: {len(elsewhere - seen)} stored run(s) have no checkpoint that can be reached from here "
+                  "(imported from an export, or deleted) and are not evaluated; `bench run` trains them again")
     if not specs:
         out.print(f"no stored checkpoints of the current {profile.name} training config on {args.dataset}")
         return 0
@@ -1136,7 +1162,7 @@ def build_parser() -> argparse.ArgumentParser:
     storage_options(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("store", help="the results storage: list, drop and repair studies")
+    p = sub.add_parser("store", help="the results storage: list, drop, import and repair studies")
     ssub = p.add_subparsers(dest="store_command", required=True)
     q = ssub.add_parser("list", help="every study with its counts of runs")
     storage_options(q)
@@ -1146,6 +1172,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--yes", action="store_true", help="do not ask")
     storage_options(q)
     q.set_defaults(func=cmd_store_drop)
+    q = ssub.add_parser("import", help="add the runs of published boards' runs.jsonl exports, so a sweep goes on "
+                                       "from them and a board is republished with them")
+    q.add_argument("files", nargs="+", metavar="FILE",
+                   help="a runs export (leaderboards/<dataset>/<profile>/runs.jsonl)")
+    storage_options(q)
+    q.set_defaults(func=cmd_store_import)
     q = ssub.add_parser("repair", help="keep every complete record of a damaged journal, set the rest aside")
     storage_options(q)
     q.set_defaults(func=cmd_store_repair)

@@ -1,5 +1,6 @@
 """A compact, committed export of one study (dataset / profile) that a board can be rebuilt from:
-`bench leaderboard --from FILE` re-aggregates it, `bench show KEY --from FILE` shows its runs.
+`bench leaderboard --from FILE` re-aggregates it, `bench show KEY --from FILE` shows its runs, and
+`bench store import FILE` adds its runs to a storage (bench.import_runs) for a sweep to go on from.
 
 Form (JSON Lines, so a diff shows one line per changed run): the first line is a header
 {"format": "vae-collapse-bench/runs", "version": 1, "dataset", "profile", "current_config",
@@ -60,16 +61,16 @@ def read_export(path: str | Path) -> ExportedStore:
         lines = source.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise BenchError(f"cannot read --from {plain(str(path))}: {reason}") from None
+        raise BenchError(f"cannot read the runs export {plain(str(path))}: {reason}") from None
     try:
         header = json.loads(lines[0]) if lines else {}
     except json.JSONDecodeError:
         header = {}
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise BenchError(f"--from {plain(str(path))} is not a runs export (its first line must be the header "
+        raise BenchError(f"{plain(str(path))} is not a runs export (its first line must be the header "
                          f"written by `bench leaderboard --publish`, format {FORMAT!r})")
     if header.get("version") != VERSION:
-        raise BenchError(f"--from {plain(str(path))} is a version {header.get('version')!r} export; this bench "
+        raise BenchError(f"{plain(str(path))} is a version {header.get('version')!r} export; this bench "
                          f"reads version {VERSION}")
     store = ExportedStore(str(header.get("dataset", "")), str(header.get("profile", "")),
                           str(header.get("current_config", "")), str(header.get("bench_version", "")), str(source))
@@ -81,5 +82,5 @@ def read_export(path: str | Path) -> ExportedStore:
             store.records.append(SimpleNamespace(number=int(item["number"]), state=SimpleNamespace(name=item["state"]),
                                                  user_attrs=dict(item["user_attrs"])))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise BenchError(f"--from {plain(str(path))}: line {i} is not a run record") from None
+            raise BenchError(f"{plain(str(path))}: line {i} is not a run record") from None
     return store

@@ -13,6 +13,7 @@ A few real processes check the same end to end, and hypothesis drives the pure p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,11 @@ VALUES = {
     "read-only": "{file}/results/optuna.journal",  # a journal whose folder cannot be created
 }
 
+# a runs export of one finished run (bench.export's form)
+EXPORT = (json.dumps({"format": "vae-collapse-bench/runs", "version": 1, "dataset": "synthetic", "profile": "smoke",
+                      "current_config": "c", "bench_version": "0"}) + "\n"
+          + json.dumps({"number": 0, "state": "COMPLETE", "user_attrs": {
+              "method": "vae", "seed": 0, "training_key": "t", "eval_key": "e", "metrics": {"priorLL": -30.0}}}) + "\n")
 RUN = ["run", "--dataset", "synthetic", "--profile", "smoke", "--methods", "vae", "--seeds", "0", "--quiet"]
 BOARD = ["leaderboard", "--dataset", "synthetic"]
 EVAL = ["evaluate", "--dataset", "synthetic", "--profile", "smoke"]
@@ -103,6 +109,9 @@ TEMPLATES = {
     "store-drop-study": ["store", "drop", "{V}", "--yes"],
     "store-drop--storage": ["store", "drop", "runs/synthetic/smoke", "--yes", "--storage", "{V}"],
     "store-drop--results": ["store", "drop", "runs/synthetic/smoke", "--yes", "--results", "{V}"],
+    "store-import-file": ["store", "import", "{V}"],
+    "store-import--results": ["store", "import", "{export}", "--results", "{V}"],
+    "store-import--storage": ["store", "import", "{export}", "--storage", "{V}"],
     "store-repair--results": ["store", "repair", "--results", "{V}"],
     "store-repair--storage": ["store", "repair", "--storage", "{V}"],
     "store-bad-command": ["store", "{V}"],
@@ -192,12 +201,13 @@ def fuzz_env(bench_env, monkeypatch):
     (bench_env / "a-corpus").mkdir()  # split files `bench data add` takes
     for split, text in TOY.items():
         (bench_env / "a-corpus" / f"{split}.txt").write_bytes(text)
+    (bench_env / "an-export.jsonl").write_text(EXPORT)  # what `bench store import` takes
     monkeypatch.setattr(cli, "Runner", NoTraining)
     monkeypatch.setattr(search.Search, "run", lambda self, should_stop=None: Counter())
     monkeypatch.setattr(search_workers, "start_workers", lambda *args, **kwargs: [])
     monkeypatch.setattr(worker, "set_threads", lambda threads: None)
     return {"file": str(bench_env / "a-file.txt"), "folder": str(bench_env / "a-folder"),
-            "corpus": str(bench_env / "a-corpus")}
+            "corpus": str(bench_env / "a-corpus"), "export": str(bench_env / "an-export.jsonl")}
 
 
 def fill(template: list[str], value: str, paths: dict[str, str]) -> list[str]:
