@@ -86,12 +86,14 @@ def claim(table: dict) -> Claim:
 
 @dataclass(frozen=True)
 class ClaimSet:
-    """The data file: the paper cited, the seeds every row needs, the claims in order."""
+    """The data file: the paper cited, the seeds every row needs, the claims in order, and per claim
+    what might change at the paper's profile (`at_scale`, said under a claim that fails at another)."""
 
     citation: str
     min_seeds: int
     claims: tuple[Claim, ...]
     path: str = ""
+    at_scale: tuple[tuple[str, str], ...] = ()
 
     def methods(self) -> list[str]:
         refs = [r for c in self.claims for r in c.rows] + [r for c in self.claims for k in c.checks for r in k.refs]
@@ -109,11 +111,14 @@ def load_claims(path: str | None = None) -> ClaimSet:
     where = "[rules]"
     try:
         min_seeds = int(doc["rules"]["min_seeds"])
-        claims = []
+        claims, at_scale = [], []
         for i, table in enumerate(doc["claims"]):
             where = f"claim {table.get('id', i + 1)}"
             claims.append(claim(table))
-        return ClaimSet(str(doc["source"]["citation"]), max(1, min_seeds), tuple(claims), str(source))
+            if "at_scale" in table:
+                at_scale.append((claims[-1].id, str(table["at_scale"])))
+        return ClaimSet(str(doc["source"]["citation"]), max(1, min_seeds), tuple(claims), str(source),
+                        tuple(at_scale))
     except KeyError as exc:
         raise BenchError(f"{plain(str(source))}: {where} lacks the field {exc}") from None
     except (ValueError, TypeError, AttributeError) as exc:
@@ -212,6 +217,42 @@ def check_board(board, claims: ClaimSet | None = None, defaults: dict[str, dict]
     sizes = tuple(sorted({r.N for r in rows if r.N}))
     return ClaimsReport(board.title, board.latent_dim, sizes, claims.min_seeds, claims.citation,
                         tuple(c.judge(ctx) for c in claims.claims))
+
+
+def config_differences(ours: dict, theirs: dict, prefix: str = "") -> list[str]:
+    """"key ours -> theirs" for every leaf of two resolved configs (bench.config.Profile.resolved) that
+    differs, in the configs' order; None (no cap) reads "all". The profile's name is left out."""
+    out = []
+    for key in dict.fromkeys([*ours, *theirs]):
+        a, b = ours.get(key), theirs.get(key)
+        if key == "profile" and not prefix:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} {_setting(a)} -> {_setting(b)}")
+    return out
+
+
+def _setting(value) -> str:
+    if value is None:
+        return "all"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def at_scale_lines(report: ClaimsReport, claims: ClaimSet, profile: str, differences: list[str]) -> list[str]:
+    """Under a board of a profile other than the paper's whose claims fail: that the verdict is this
+    profile's, how the paper's profile differs (`differences`, from config_differences), and per failing
+    claim what might change there (the data file's `at_scale`). No lines when nothing fails."""
+    failing = [v.id for v in report.verdicts if v.verdict == FAILS]
+    if profile == "paper" or not failing:
+        return []
+    notes = dict(claims.at_scale)
+    out = [f"{', '.join(failing)} {'fails' if len(failing) == 1 else 'fail'} at the {profile} profile, which "
+           f"is not the paper's; the paper profile differs in: {'; '.join(differences) or 'nothing stored'}. "
+           "What might change there:"]
+    out += [f"  {cid}: {notes[cid]}" for cid in failing if cid in notes]
+    return out
 
 
 def board_names_claim_rows(board, claims: ClaimSet | None = None, defaults: dict[str, dict] | None = None) -> bool:

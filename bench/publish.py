@@ -258,14 +258,27 @@ def summary_sections(pub: Publication, counts: dict) -> list[tuple[str, list[str
 def claims_section(pub: Publication) -> list[tuple[str, list[str], bool]]:
     """The paper's claims judged on this board (bench.claims_report), when a row a claim is about is on
     it and its runs share one latent size D; else no section."""
-    from vae_collapse_bench.bench.claims_report import board_names_claim_rows, check_board
+    from vae_collapse_bench.bench.claims_report import at_scale_lines, board_names_claim_rows, check_board, load_claims
 
     if pub.board.latent_dim is None or not board_names_claim_rows(pub.board):
         return []
-    report = check_board(pub.board)
+    claims = load_claims()
+    report = check_board(pub.board, claims)
     head = (f"Judged by `bench claims --dataset {pub.dataset} --profile {pub.profile.name}` on the measured rows "
             f"above ({report.about}): {report.counts()}. The claims are paraphrased from the paper.")
-    return [("Claims of the paper", [head, *report.lines()], False)]
+    scale = at_scale_lines(report, claims, pub.profile.name, _paper_differences(pub))
+    return [("Claims of the paper", [head, *report.lines(), *scale], False)]
+
+
+def _paper_differences(pub: Publication) -> list[str]:
+    """How the paper profile's resolved config on this dataset differs from the board's."""
+    from vae_collapse_bench.bench.claims_report import config_differences
+    from vae_collapse_bench.bench.config import get_profile
+
+    try:
+        return config_differences(pub.profile.resolved(pub.dataset), get_profile("paper").resolved(pub.dataset))
+    except BenchError:  # a dataset without a manifest here (a board rebuilt from an export)
+        return []
 
 
 # --------------------------------------------------------------------------------------- files

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from vae_collapse_bench.bench import cli, data
 from vae_collapse_bench.bench.claims import FAILS, HOLDS, MISSING, spearman
-from vae_collapse_bench.bench.claims_report import check_board, load_claims
+from vae_collapse_bench.bench.claims_report import at_scale_lines, check_board, config_differences, load_claims
 from vae_collapse_bench.bench.export import ExportedStore, export_lines
 from vae_collapse_bench.bench.report import Leaderboard
 
@@ -161,6 +161,26 @@ def test_the_data_file_keeps_thresholds_beside_the_papers_words():
     assert all(c.paper for c in claims.claims)
 
 
+def test_config_differences_list_every_differing_leaf_in_order():
+    ours = {"profile": "quick", "backbone": {"emb_dim": 64, "latent_dim": 32}, "training": {"max_train": 5000}}
+    paper = {"profile": "paper", "backbone": {"emb_dim": 512, "latent_dim": 32}, "training": {"max_train": None}}
+    assert config_differences(ours, paper) == ["backbone.emb_dim 64 -> 512", "training.max_train 5,000 -> all"]
+    assert config_differences(ours, ours) == []
+
+
+def test_a_failing_claim_says_what_might_change_at_the_paper_profile():
+    claims = load_claims()
+    assert [cid for cid, _ in claims.at_scale] == [f"C{i}" for i in range(1, 7)]
+    report = check_board(Leaderboard.from_runs(runs(changed(**{"dg-vae|agg=default,m=32": {"CU": (0, 0)}})), "t"))
+    lines = at_scale_lines(report, claims, "quick", ["backbone.emb_dim 64 -> 512"])
+    assert lines[0].startswith("C3 fails at the quick profile, which is not the paper's; the paper profile differs "
+                               "in: backbone.emb_dim 64 -> 512.")
+    assert len(lines) == 2 and lines[1] == "  C3: " + dict(claims.at_scale)["C3"]
+    assert at_scale_lines(report, claims, "paper", []) == []  # the paper profile's verdict is the verdict
+    holds = check_board(Leaderboard.from_runs(runs(PAPER_HOLDS), "t"))
+    assert at_scale_lines(holds, claims, "quick", []) == []
+
+
 def test_a_damaged_data_file_is_named(tmp_path):
     from vae_collapse_bench.bench.errors import BenchError
 
@@ -241,6 +261,7 @@ def test_the_published_readme_lists_the_claims_and_the_true_mi(bench_env, capsys
     assert "- Judged by `bench claims --dataset synthetic --profile smoke`" in section
     assert "- C1 holds: The vanilla VAE collapses" in section and "\n  - vae [-], n = 2: holds: AU 0.0" in section
     assert section.count("\n- C") == 6
+    assert "at the smoke profile, which is not the paper's" not in section  # nothing fails on this board
     assert "True I(x; z) of the synthetic generator: " in readme  # a board note, above the figures
 
 
