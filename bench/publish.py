@@ -248,8 +248,11 @@ def summary_sections(pub: Publication, counts: dict) -> list[tuple[str, list[str
             "good (named in the notes)."] + pub.notes
     compute = [f"Total compute of the runs shown: {counts['compute_hours_shown']:.3f} h wall time (training and "
                f"evaluation); of all {counts['records']} stored records: {counts['compute_hours_all']:.3f} h."]
-    rebuild = [f"bench leaderboard --dataset {pub.dataset} --from leaderboards/{pub.dataset}/{pub.profile.name}"
-               "/runs.jsonl   # the table again from the export, without training"]
+    export = f"leaderboards/{pub.dataset}/{pub.profile.name}/runs.jsonl"
+    rebuild = [f"bench leaderboard --dataset {pub.dataset} --from {export}   # the table again from the export, "
+               "without training",
+               f"bench store import {export}   # or: these runs into your storage, then `bench run` adds "
+               "only what they lack"]
     return claims_section(pub) + [
         ("Runs", runs, False), ("Profile", described, False), ("Hardware", _hardware(pub), False),
         ("Compute", compute, False), ("Reproduce", reproduce_commands(pub) + rebuild, True)]
