@@ -580,7 +580,7 @@ def cmd_store_import(args) -> int:
         report = import_runs(export, RunStore(storage, export.dataset, export.profile))
         out.print(f"{plain(export.path)}:")
         for line in report.lines():
-            out.print(f"  {plain(line)}")
+            out.print(f"  {plain(line, 10_000)}")
     return 0
 
 

@@ -130,7 +130,8 @@ def test_a_sweep_goes_on_from_an_imported_board(bench_env, capsys, tmp_path):
 
     # the run done on both sides reproduces exactly (same seed, same machine, same thread count)
     assert cli.main(["store", "import", str(export), "--results", str(tmp_path / "a")]) == 0
-    assert "1 run(s) were stored here already: 1 with the same metrics, 0 with other metrics" in capsys.readouterr().out
+    assert ("1 run(s) were stored here already: 1 with the same metrics, 0 with other metrics (the stored record "
+            "is kept)") in capsys.readouterr().out
 
     store = RunStore(open_storage(None, tmp_path / "b"), "synthetic", "smoke")
     seeds = sorted((t.user_attrs["seed"], IMPORTED_FROM in t.user_attrs) for t in store.trials((TrialState.COMPLETE,)))
