@@ -94,6 +94,7 @@ class ClaimSet:
     claims: tuple[Claim, ...]
     path: str = ""
     at_scale: tuple[tuple[str, str], ...] = ()
+    latent_figure: tuple[Ref, ...] = ()  # the settings of the paper's latent-space figure
 
     def methods(self) -> list[str]:
         refs = [r for c in self.claims for r in c.rows] + [r for c in self.claims for k in c.checks for r in k.refs]
@@ -117,8 +118,10 @@ def load_claims(path: str | None = None) -> ClaimSet:
             claims.append(claim(table))
             if "at_scale" in table:
                 at_scale.append((claims[-1].id, str(table["at_scale"])))
+        where = "[figures]"
+        figure = tuple(ref(r) for r in doc.get("figures", {}).get("latent", []))
         return ClaimSet(str(doc["source"]["citation"]), max(1, min_seeds), tuple(claims), str(source),
-                        tuple(at_scale))
+                        tuple(at_scale), figure)
     except KeyError as exc:
         raise BenchError(f"{plain(str(source))}: {where} lacks the field {exc}") from None
     except (ValueError, TypeError, AttributeError) as exc:
@@ -217,6 +220,14 @@ def check_board(board, claims: ClaimSet | None = None, defaults: dict[str, dict]
     sizes = tuple(sorted({r.N for r in rows if r.N}))
     return ClaimsReport(board.title, board.latent_dim, sizes, claims.min_seeds, claims.citation,
                         tuple(c.judge(ctx) for c in claims.claims))
+
+
+def figure_settings(board, claims: ClaimSet | None = None, defaults: dict[str, dict] | None = None) -> dict:
+    """{method: setting} of the paper's latent-figure settings (the data file's [figures]) on the board."""
+    claims = claims or load_claims()
+    defaults = method_defaults(claims) if defaults is None else defaults
+    rows = rows_from_board(board)
+    return {r.method: found[0].setting for r in claims.latent_figure if (found := r.find(rows, defaults))}
 
 
 def config_differences(ours: dict, theirs: dict, prefix: str = "") -> list[str]:

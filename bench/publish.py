@@ -110,8 +110,9 @@ def draw_figures(pub: Publication, folder: Path) -> list[tuple[str, str]]:
         save(latent_figure(panels, pub.title), folder / "latent")
         drawn.append(("latent", "Latent space (the paper's Figure 4): aggregated posterior density on [-5, 5]^2 "
                                 "over the two dims of largest variance of the posterior means, one shared colour "
-                                "scale; dots: posterior means. Each method at its default setting (else its first), "
-                                "lowest seed."))
+                                "scale; dots: posterior means. Each method at the setting the paper's Figure 1 "
+                                f"draws where the board has it ({_figure_names()}), else at its default setting "
+                                "(else its first); lowest seed."))
     pub.notes += skipped
     interpolation = _interpolation_figure(pub, folder)
     if interpolation:
@@ -131,7 +132,8 @@ def latent_panels(pub: Publication) -> tuple[list, list[str]]:
         return [], [f"Latent picture not drawn: {exc}"]
     attrs = {t.number: t.user_attrs for t in pub.store.trials()}
     methods = list(dict.fromkeys(pub.shown["method"]))
-    chosen = choose_runs(pub.shown, [(m, None) for m in methods])
+    figure = _figure_settings(pub)
+    chosen = choose_runs(pub.shown, [(m, figure.get(m)) for m in methods])
     panels, skipped = [], []
     for _, row in chosen.iterrows():
         try:
@@ -140,6 +142,19 @@ def latent_panels(pub: Publication) -> tuple[list, list[str]]:
             skipped.append(str(exc))
     notes = [f"Latent picture leaves out {len(skipped)} method(s): " + "; ".join(skipped)] if skipped else []
     return panels, notes
+
+
+def _figure_settings(pub: Publication) -> dict:
+    """{method: setting} of the paper's Figure 1 settings on this board (none where D differs)."""
+    from vae_collapse_bench.bench.claims_report import figure_settings
+
+    return figure_settings(pub.board) if pub.board.latent_dim is not None else {}
+
+
+def _figure_names() -> str:
+    from vae_collapse_bench.bench.claims_report import load_claims
+
+    return ", ".join(f"{r.method}{''.join(f' {k} {v}' for k, v in r.params)}" for r in load_claims().latent_figure)
 
 
 def _interpolation_figure(pub: Publication, folder: Path) -> tuple[str, str] | None:

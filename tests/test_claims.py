@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 from vae_collapse_bench.bench import cli, data
 from vae_collapse_bench.bench.claims import FAILS, HOLDS, MISSING, spearman
-from vae_collapse_bench.bench.claims_report import at_scale_lines, check_board, config_differences, load_claims
+from vae_collapse_bench.bench.claims_report import (
+    at_scale_lines,
+    check_board,
+    config_differences,
+    figure_settings,
+    load_claims,
+)
 from vae_collapse_bench.bench.export import ExportedStore, export_lines
 from vae_collapse_bench.bench.report import Leaderboard
 
@@ -179,6 +185,14 @@ def test_a_failing_claim_says_what_might_change_at_the_paper_profile():
     assert at_scale_lines(report, claims, "paper", []) == []  # the paper profile's verdict is the verdict
     holds = check_board(Leaderboard.from_runs(runs(PAPER_HOLDS), "t"))
     assert at_scale_lines(holds, claims, "quick", []) == []
+
+
+def test_the_latent_picture_takes_the_papers_figure_settings_the_board_has():
+    rows = changed(**{"bn-vae|gamma=1.2": {"AU": (5, 5)}, "fb-vae|free_bits=36.0": {"AU": (1, 1)}})
+    board = Leaderboard.from_runs(runs(rows), "t")
+    # bn-vae 1.2 and fb-vae 36 among other settings; vae and dg-vae at their defaults; no beta-vae 0.4
+    assert figure_settings(board) == {"vae": "-", "bn-vae": "gamma=1.2", "fb-vae": "free_bits=36.0",
+                                      "dg-vae": "agg=default,m=32"}
 
 
 def test_a_damaged_data_file_is_named(tmp_path):
