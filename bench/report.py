@@ -327,7 +327,10 @@ class Leaderboard:
                 digits = 2
                 if m in ("AU", "CU"):  # counts: integers unless seeds disagree
                     digits = 0 if float(mean).is_integer() and (pd.isna(std) or float(std).is_integer()) else 1
-                text = fixed(mean, digits) + (" ± –" if pd.isna(std) else f" ± {fixed(std, digits)}")
+                if pd.isna(mean):  # not defined for this method (CU of a vMF posterior)
+                    text = "–"
+                else:
+                    text = fixed(mean, digits) + (" ± –" if pd.isna(std) else f" ± {fixed(std, digits)}")
                 cells[m] = (text, self.is_bold(m, mean, n_test, comparable))
             cells["n"] = (str(int(row[("n", "")])), False)
             out.append(cells)

@@ -40,6 +40,13 @@ def test_markdown_has_every_metric_and_the_paper_bold_rules():
     assert "**9.20 ± –**" in bn_row and "**32 ± –**" in bn_row and "**10" not in bn_row
 
 
+def test_a_metric_the_method_does_not_define_shows_a_dash():
+    runs = frame()
+    runs.loc[runs["method"] == "bn-vae", "CU"] = float("nan")  # as a vMF posterior's CU
+    bn_row = next(line for line in Leaderboard.from_runs(runs).render("md").splitlines() if "bn-vae" in line)
+    assert "nan" not in bn_row and [c.strip() for c in bn_row.split("|")][8] == "–"
+
+
 def test_bold_rule_scales_with_latent_dim():
     board = Leaderboard.from_runs(frame().assign(D=8))
     assert board.is_bold("AU", 7.5) and not board.is_bold("AU", 7.4)
