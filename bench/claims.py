@@ -11,8 +11,9 @@ and N, the test sentences evaluated; D is the board's latent size. The check kin
     like         holds iff |m_r - m_ref| <= k max(s_r, s_ref)     (k = `within`, the larger std)
     grows_with   over the claim's rows in their listed order i = 1..K, per metric: Spearman's rho
                  between i and m_i = Pearson's correlation of their ranks (ties: average ranks);
-                 holds iff rho >= min_rho for every metric (a metric equal on every row has no rho
-                 and does not grow: fails)
+                 holds iff rho >= min_rho for every metric. A metric has no rank order, and does not
+                 grow (fails), when max_i m_i - min_i m_i <= max_i s_i: means spread no wider than
+                 one seed's noise (all equal, or all collapsed near 0) order the rows by chance
     higher_than  holds iff m_r > m_c for every candidate c: each board row of the `than` methods (any
                  setting with `any_setting`, else the one named) whose `where` bound holds
                  (e.g. m_c(AU) >= 0.9 D); a `than` method without such a row cannot be compared
@@ -247,7 +248,7 @@ class GrowsWith:
     @property
     def rule(self) -> str:
         return (f"Spearman's rho of the rows' order with the mean of {' and of '.join(self.metrics)} "
-                f">= {self.min_rho:g} (each)")
+                f">= {self.min_rho:g} (each), the means spread wider than the largest std over seeds")
 
     def judge(self, targets: list[Row], ctx: Context) -> list[Finding]:
         who = " < ".join(r.label for r in targets)
@@ -256,10 +257,18 @@ class GrowsWith:
             return [Finding(who, MISSING, "; ".join(dict.fromkeys(lacking)))]
         out = []
         for m in self.metrics:
-            rho = spearman([r.mean[m] for r in targets])
-            ok = not math.isnan(rho) and rho >= self.min_rho
-            verdict = f"rho = {rho:.2f} {'>=' if ok else '<'} {self.min_rho:g}" if not math.isnan(rho) \
-                else "equal on every row: no rank order"
+            means = [r.mean[m] for r in targets]
+            spread, noise = max(means) - min(means), max((r.std[m] for r in targets if r.std[m] == r.std[m]),
+                                                         default=0.0)
+            rho = spearman(means)
+            ok = not math.isnan(rho) and spread > noise and rho >= self.min_rho
+            if math.isnan(rho):
+                verdict = "equal on every row: no rank order"
+            elif spread <= noise:
+                verdict = (f"means spread {spread:.2g} <= {noise:.2g}, the largest std over seeds: no rank "
+                           f"order beyond seed noise (rho = {rho:.2f} is chance)")
+            else:
+                verdict = f"rho = {rho:.2f} {'>=' if ok else '<'} {self.min_rho:g}"
             values = ", ".join(f"{r.shown(m, False)} (n = {r.n})" for r in targets)
             out.append(Finding(who, HOLDS if ok else FAILS, f"{m} {values}: {verdict}"))
         return out

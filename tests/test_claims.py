@@ -114,6 +114,25 @@ def test_c5_allows_one_neighbouring_pair_out_of_order_but_not_more():
     assert flat["C5"].verdict == FAILS and "equal on every row: no rank order" in flat["C5"].subjects()[0][2][1]
 
 
+def test_c5_finds_no_order_in_means_that_differ_less_than_the_seed_noise():
+    # every agg collapsed: MI's means rise 0.0000 < 0.0001 < 0.0002 < 0.0003 (rho 1), but within each row
+    # the two seeds differ by 0.0006 (std 0.00042), more than the means do; AU still grows, so MI alone
+    # refutes the claim
+    settings, means = ("agg=1,m=32", "agg=4,m=32", "agg=32,m=32", "agg=default,m=32"), (0.0, 0.0001, 0.0002, 0.0003)
+
+    def c5(half_gap: float):
+        rows = {f"dg-vae|{s}": {"MI": (v - half_gap, v + half_gap)} for s, v in zip(settings, means)}
+        return verdicts(changed(**rows))["C5"]
+
+    noisy = c5(0.0003)
+    (_, verdict, (mi, au)), = noisy.subjects()
+    assert noisy.verdict == FAILS and verdict == FAILS
+    assert mi.endswith("means spread 0.0003 <= 0.00042, the largest std over seeds: no rank order beyond "
+                       "seed noise (rho = 1.00 is chance)")
+    assert au.endswith("rho = 1.00 >= 0.8")
+    assert c5(0.0001).verdict == HOLDS  # the same means, seeds that agree (std 0.00014): a real order
+
+
 def test_spearman_uses_average_ranks_for_ties():
     assert spearman([1.0, 2.0, 3.0, 4.0]) == pytest.approx(1.0)
     assert spearman([4.0, 3.0, 2.0, 1.0]) == pytest.approx(-1.0)
