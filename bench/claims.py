@@ -258,8 +258,8 @@ class GrowsWith:
         out = []
         for m in self.metrics:
             means = [r.mean[m] for r in targets]
-            spread, noise = max(means) - min(means), max((r.std[m] for r in targets if r.std[m] == r.std[m]),
-                                                         default=0.0)
+            spread = max(means) - min(means)
+            noise = max((r.std[m] for r in targets if not math.isnan(r.std[m])), default=0.0)
             rho = spearman(means)
             ok = not math.isnan(rho) and spread > noise and rho >= self.min_rho
             if math.isnan(rho):
