@@ -260,14 +260,14 @@ class GrowsWith:
             means = [r.mean[m] for r in targets]
             spread = max(means) - min(means)
             noise = max((r.std[m] for r in targets if not math.isnan(r.std[m])), default=0.0)
-            rho = spearman(means)
-            ok = not math.isnan(rho) and spread > noise and rho >= self.min_rho
-            if math.isnan(rho):
+            rho, ok = spearman(means), False
+            if math.isnan(rho):  # all means equal: the seed-noise case with nothing to rank
                 verdict = "equal on every row: no rank order"
             elif spread <= noise:
                 verdict = (f"means spread {spread:.2g} <= {noise:.2g}, the largest std over seeds: no rank "
                            f"order beyond seed noise (rho = {rho:.2f} is chance)")
             else:
+                ok = rho >= self.min_rho
                 verdict = f"rho = {rho:.2f} {'>=' if ok else '<'} {self.min_rho:g}"
             values = ", ".join(f"{r.shown(m, False)} (n = {r.n})" for r in targets)
             out.append(Finding(who, HOLDS if ok else FAILS, f"{m} {values}: {verdict}"))
